@@ -1,0 +1,280 @@
+"""Attribution maps for a batch of images: one call shape for every method, captum underneath.
+
+`attribute(model, x, targets, method, cfg)` returns non-negative float32 maps (N, H, W) at
+the input resolution, one value per pixel, ready for the localisation metrics (DESIGN
+section 5: "pool the attribution to one non-negative value per pixel").
+
+Choices worth knowing:
+- Integrated Gradients integrates from the all-zero input in the *normalised* space, which
+  is the dataset mean colour (the captum default, as in the paper's code).
+- Pixel attributions (saliency, ig, ig_smoothgrad, guided_gradcam) keep their sign from
+  captum and are pooled over colour channels by `cfg["pooling"]`:
+  "l2sq" sum_c a_c^2 (CLEVR-XAI's "l2-norm,sq", the paper's pooling for IG),
+  "abs_sum" |sum_c a_c| (CLEVR-XAI's "sum,abs"), "sum_pos" max(sum_c a_c, 0) ("sum,pos").
+- Grad-CAM takes the module whose output *is* `forward_features`' output (the last stage:
+  `layer4` in ResNets, `bn2` in EfficientNets) unless `cfg["gradcam_layer"]` names one.
+  For vision transformers it runs on the patch tokens entering the last block's attention
+  (the output of `blocks[-1].norm1`, pytorch-grad-cam's recipe): with class-token pooling
+  the last block's *output* patch tokens never reach the logits, so their gradient, and
+  Grad-CAM there, is exactly zero. A forward hook passes those tokens through an identity
+  module as an (N, D, h, w) grid, which captum's LayerGradCam hooks like a convolutional
+  layer; values are unchanged.
+  The map is ReLU'd and upsampled bilinearly (captum's LayerAttribution.interpolate).
+- Attention is the class token's attention to the patches in the last block, averaged over
+  heads, recomputed from that block's qkv projection (timm's fused kernel never forms the
+  matrix), then upsampled bilinearly. It does not depend on the target class.
+
+Maps are not min-max normalised: the paper's evaluation rescales Grad-CAM and attention maps
+to [0, 1] (subtracting the minimum) before scoring, which changes relevance mass; we score
+the pooled attribution itself, as DESIGN defines it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from captum.attr import (GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel,
+                         Saliency)
+from torch import nn
+
+from .models import family as model_family
+
+log = logging.getLogger(__name__)
+
+METHODS = ("saliency", "ig", "ig_smoothgrad", "gradcam", "guided_gradcam", "attention")
+POOLINGS = ("l2sq", "abs_sum", "sum_pos")
+TARGETS = ("predicted", "true")
+
+_FAMILIES: dict[str, frozenset[str]] = {
+    "saliency": frozenset({"cnn", "vit"}),
+    "ig": frozenset({"cnn", "vit"}),
+    "ig_smoothgrad": frozenset({"cnn", "vit"}),
+    "gradcam": frozenset({"cnn", "vit"}),
+    "guided_gradcam": frozenset({"cnn"}),  # guided backprop rewrites ReLU gradients; ViTs use GELU
+    "attention": frozenset({"vit"}),
+}
+
+# The paper's settings, read from its public code (EIDOSLAB/pruning-for-vision-representation,
+# explain.py and explainations_evaluation_metrics.py): NoiseTunnel(IntegratedGradients) with
+# nt_type "smoothgrad", nt_samples=2 and captum's defaults otherwise (n_steps=50, stdevs=1.0
+# in the normalised input space, zero baseline); IG pooled with "l2-norm,sq"; the target is
+# the predicted class; Grad-CAM on layer4[-1] (ResNet) or on the encoder output after its
+# final LayerNorm with the class token dropped (ViT-B/32, torchvision: only the class token
+# reaches the head there, so that map is zero); attention summed over heads.
+PAPER_SETTINGS: dict[str, Any] = {
+    "ig_steps": 50,
+    "smoothgrad_samples": 2,
+    "smoothgrad_stdev": 1.0,
+    "pooling": "l2sq",
+    "target": "predicted",
+}
+
+
+def applicable(method: str, family: str) -> bool:
+    """Whether `method` is defined for a model of `family` ("cnn" or "vit")."""
+    if method not in _FAMILIES:
+        raise ValueError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}")
+    return family in _FAMILIES[method]
+
+
+def choose_targets(logits: torch.Tensor, labels: torch.Tensor | Sequence[int], mode: str,
+                   class_groups: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+    """The class each map explains: the arg-max ("predicted") or the sample label ("true").
+
+    With `class_groups` (dataset label -> model classes, e.g. 16 categories of ImageNet
+    classes), "true" picks the highest-logit model class inside the label's group.
+    """
+    if mode == "predicted":
+        return logits.argmax(dim=1)
+    if mode != "true":
+        raise ValueError(f"interpretability target {mode!r} unknown; choose from {', '.join(TARGETS)}")
+    labels = torch.as_tensor(labels, dtype=torch.long, device=logits.device)
+    n_labels = len(class_groups) if class_groups is not None else logits.shape[1]
+    if labels.numel() and (labels.min() < 0 or labels.max() >= n_labels):
+        raise ValueError(f"target 'true' needs labels in [0, {n_labels}); got {labels.tolist()}; "
+                         "use target: predicted for unlabelled data")
+    if class_groups is None:
+        return labels
+    in_group = torch.zeros(len(class_groups), logits.shape[1], dtype=torch.bool, device=logits.device)
+    for group, classes in enumerate(class_groups):
+        in_group[group, list(classes)] = True
+    return logits.masked_fill(~in_group[labels], float("-inf")).argmax(dim=1)
+
+
+def pool_channels(attr: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(N, C, H, W) signed pixel attributions -> (N, H, W) non-negative relevance."""
+    if pooling == "l2sq":
+        return attr.pow(2).sum(dim=1)
+    if pooling == "abs_sum":
+        return attr.sum(dim=1).abs()
+    if pooling == "sum_pos":
+        return attr.sum(dim=1).clamp_min(0)
+    raise ValueError(f"interpretability pooling {pooling!r} unknown; choose from {', '.join(POOLINGS)}")
+
+
+def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str,
+              cfg: Mapping[str, Any]) -> torch.Tensor:
+    """Non-negative float32 maps (N, H, W) of `method` for normalised inputs `x` (N, 3, H, W).
+
+    `targets` (N,) are the explained classes (see `choose_targets`). `cfg` holds pooling,
+    ig_steps, smoothgrad_samples, smoothgrad_stdev and optionally ig_internal_batch_size,
+    gradcam_layer (a CNN module name) and seed (SmoothGrad's noise). The model must be in eval mode.
+    """
+    if model.training:
+        raise ValueError("attribute() needs the model in eval mode (call model.eval()); "
+                         "dropout and batch statistics would make maps random")
+    fam = model_family(model)
+    if not applicable(method, fam):
+        raise ValueError(f"method {method!r} does not apply to a {fam} model; check applicable() first")
+    targets = targets.to(x.device)
+    if method == "attention":
+        return _cls_attention(model, x.detach().float()).float()
+    x = x.detach().float().requires_grad_(True)  # captum would otherwise set it and warn
+    with warnings.catch_warnings():
+        # Guided backprop announces its temporary ReLU hooks on every call.
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+        if method == "gradcam":
+            maps = _gradcam(model, x, targets, cfg)
+        else:
+            maps = pool_channels(_pixel_attribution(model, x, targets, method, cfg), cfg["pooling"])
+    return maps.detach().float()
+
+
+def _pixel_attribution(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str,
+                       cfg: Mapping[str, Any]) -> torch.Tensor:
+    if method == "saliency":
+        return Saliency(model).attribute(x, target=targets, abs=False)
+    # Rows of (image, step) per forward pass inside IG bound memory for any n_steps; captum
+    # needs at least one row per image. SmoothGrad runs its noisy copies one at a time.
+    ig_kwargs = dict(target=targets, n_steps=int(cfg["ig_steps"]),
+                     internal_batch_size=max(int(cfg.get("ig_internal_batch_size", 128)), x.shape[0]))
+    if method == "ig":
+        return IntegratedGradients(model).attribute(x, baselines=torch.zeros_like(x), **ig_kwargs)
+    if method == "ig_smoothgrad":
+        seed = int(cfg.get("seed", 0))
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # the same noise for the same inputs and seed
+            torch.manual_seed(seed)
+            return NoiseTunnel(IntegratedGradients(model)).attribute(
+                x, nt_type="smoothgrad", nt_samples=int(cfg["smoothgrad_samples"]), nt_samples_batch_size=1,
+                stdevs=float(cfg["smoothgrad_stdev"]), baselines=torch.zeros_like(x), **ig_kwargs)
+    if method == "guided_gradcam":
+        layer = gradcam_layer(model, x, cfg.get("gradcam_layer"))
+        return GuidedGradCam(model, layer).attribute(x, target=targets, interpolate_mode="bilinear")
+    raise ValueError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def _gradcam(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, cfg: Mapping[str, Any]) -> torch.Tensor:
+    with gradcam_target(model, x, cfg.get("gradcam_layer")) as layer:
+        cam = LayerGradCam(model, layer).attribute(x, target=targets, relu_attributions=True)
+    return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")[:, 0]
+
+
+@contextlib.contextmanager
+def gradcam_target(model: nn.Module, x: torch.Tensor, name: str | None = None) -> Iterator[nn.Module]:
+    """The layer Grad-CAM hooks, valid while the context is open: for CNNs `gradcam_layer`
+    (`name` overrides it), for ViTs the patch-token grid entering the last attention."""
+    if model_family(model) == "vit":
+        with _vit_token_grid(model, x.shape[-2:]) as grid:
+            yield grid
+    else:
+        yield gradcam_layer(model, x, name)
+
+
+def gradcam_layer(model: nn.Module, x: torch.Tensor, name: str | None = None) -> nn.Module:
+    """The CNN layer Grad-CAM hooks: `name` if given, else the last stage.
+
+    The last stage is the outermost module whose output is the very tensor that
+    `model.forward_features` returns (found with one forward pass of one image).
+    """
+    modules = dict(model.named_modules())
+    if name:
+        if name not in modules:
+            raise ValueError(f"gradcam_layer {name!r} is not a module of this model; "
+                             f"e.g. {', '.join(list(modules)[1:6])}")
+        return modules[name]
+    if not hasattr(model, "forward_features"):
+        raise ValueError("cannot find the last convolutional stage of a model without forward_features; "
+                         "set interpretability.gradcam_layer to a module name")
+    produced: list[tuple[nn.Module, torch.Tensor]] = []
+    handles = [m.register_forward_hook(lambda mod, _inp, out: produced.append((mod, out)))
+               for n, m in modules.items() if n]
+    try:
+        with torch.no_grad():
+            features = model.forward_features(x[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    # Hooks fire inner modules first, so the last match is the outermost (e.g. layer4, not its act).
+    matches = [mod for mod, out in produced if out is features]
+    if not matches or features.dim() != 4:
+        raise ValueError("no module produces forward_features' (N, C, h, w) output; "
+                         "set interpretability.gradcam_layer to the last convolutional module's name")
+    return matches[-1]
+
+
+class _TokenGrid(nn.Module):
+    """Identity on the (N, D, h, w) grid of patch tokens: a layer captum can hook like a conv."""
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        return grid
+
+
+@contextlib.contextmanager
+def _vit_token_grid(model: nn.Module, image_hw: Sequence[int]) -> Iterator[nn.Module]:
+    """Route the patch tokens entering the last attention through a `_TokenGrid` while open."""
+    grid_hw = _patch_grid(model, image_hw)
+    prefix = int(getattr(model, "num_prefix_tokens", 1))
+    view = _TokenGrid()
+
+    def through_grid(_module: nn.Module, _inputs: Any, tokens: torch.Tensor) -> torch.Tensor:
+        n, t, d = tokens.shape
+        if t != prefix + grid_hw[0] * grid_hw[1]:
+            raise ValueError(f"last block sees {t} tokens, expected {prefix} prefix tokens + "
+                             f"{grid_hw[0]}x{grid_hw[1]} patches")
+        grid = view(tokens[:, prefix:].transpose(1, 2).reshape(n, d, *grid_hw))
+        return torch.cat([tokens[:, :prefix], grid.flatten(2).transpose(1, 2)], dim=1)
+
+    norm1 = getattr(model.blocks[-1], "norm1", None)
+    if not isinstance(norm1, nn.Module):
+        raise ValueError("ViT Grad-CAM hooks blocks[-1].norm1, which this model lacks")
+    handle = norm1.register_forward_hook(through_grid)
+    try:
+        yield view
+    finally:
+        handle.remove()
+
+
+def _patch_grid(model: nn.Module, image_hw: Sequence[int]) -> tuple[int, int]:
+    patch = model.patch_embed.patch_size
+    ph, pw = (patch, patch) if isinstance(patch, int) else patch
+    return int(image_hw[0]) // ph, int(image_hw[1]) // pw
+
+
+def _cls_attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if getattr(model, "cls_token", None) is None:
+        raise ValueError("attention maps need a class token; this ViT has none (drop 'attention' from methods)")
+    attn = model.blocks[-1].attn
+    if not isinstance(getattr(attn, "qkv", None), nn.Linear):
+        raise ValueError("attention maps need the last block's fused qkv projection (timm Attention)")
+    captured: list[torch.Tensor] = []
+    handle = attn.qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        with torch.no_grad():
+            model.forward_features(x)
+    finally:
+        handle.remove()
+    qkv = captured[-1]
+    n, t, _ = qkv.shape
+    qkv = qkv.reshape(n, t, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+    q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
+    weights = (q @ k.transpose(-2, -1) * attn.scale).softmax(dim=-1)  # (N, heads, T, T)
+    prefix = int(getattr(model, "num_prefix_tokens", 1))
+    cls_to_patches = weights[:, :, 0, prefix:].mean(dim=1)
+    grid = cls_to_patches.reshape(n, 1, *_patch_grid(model, x.shape[-2:]))
+    return F.interpolate(grid, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]

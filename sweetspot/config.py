@@ -1,0 +1,150 @@
+"""The study configuration: checks before any job starts, and the grid it defines.
+
+`check` reports every problem with the field's path and a fix (closest known key for a
+misspelling, closest timm names for an unknown architecture), so a typo costs seconds,
+not a failed cluster job hours later.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import jsonschema
+import yaml
+
+from .contract import TASKS
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the field and the fix."""
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at top level")
+    return data
+
+
+def _field(path: Iterator[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _unknown_keys(config: Any, schema: Mapping, root: Mapping, path: tuple = ()) -> list[str]:
+    """Messages for keys the schema does not know, each with the closest known key."""
+    if "$ref" in schema:
+        schema = root["definitions"][schema["$ref"].rsplit("/", 1)[-1]]
+    problems = []
+    if isinstance(config, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        for key, value in config.items():
+            if key in props:
+                problems += _unknown_keys(value, props[key], root, path + (key,))
+            elif isinstance(extra, dict):
+                problems += _unknown_keys(value, extra, root, path + (key,))
+            elif extra is False:
+                close = difflib.get_close_matches(str(key), list(props), n=1, cutoff=0.5)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(props)}"
+                problems.append(f"{_field(path + (key,))}: unknown key{hint}")
+    elif isinstance(config, list) and isinstance(schema.get("items"), dict):
+        for i, value in enumerate(config):
+            problems += _unknown_keys(value, schema["items"], root, path + (i,))
+    return problems
+
+
+def sparsity_label(sparsity: float) -> str:
+    """The canonical wildcard text of a sparsity (at most 4 decimals): 0.5 -> '0.5'."""
+    return f"{round(float(sparsity), 4):g}"
+
+
+def check(config: dict, schema_path: str | Path, source: str = "config") -> None:
+    """Validate a config against the schema, then the rules a schema cannot express.
+
+    Raises ConfigError listing every problem found.
+    """
+    schema = load_yaml(schema_path)
+    problems = _unknown_keys(config, schema, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
+        if err.validator == "additionalProperties":
+            continue  # reported above with a suggestion
+        problems.append(f"{_field(err.absolute_path)}: {err.message}")
+    if not problems:
+        problems += _semantic_problems(config)
+    if problems:
+        raise ConfigError(f"{source} is not valid:\n  - " + "\n  - ".join(problems))
+
+
+def _semantic_problems(config: dict) -> list[str]:
+    from .timm_names import check as check_timm_name
+
+    problems = []
+    labels = [sparsity_label(s) for s in config["pruning"]["sparsities"]]
+    for label in sorted(set(labels)):
+        if labels.count(label) > 1:
+            problems.append(f"pruning.sparsities: {label} is listed twice (after rounding to 4 decimals); remove one")
+    if "0" in labels:
+        problems.append("pruning.sparsities: 0 is the dense model, which is always included; remove it")
+    for name, arch in config["architectures"].items():
+        try:
+            check_timm_name(arch["timm"])
+        except ValueError as err:
+            problems.append(f"architectures.{name}.timm: {err}")
+        weights = arch.get("weights", "scratch")
+        if weights == "file" and not arch.get("weights_path"):
+            problems.append(f"architectures.{name}.weights_path: required when weights is 'file'")
+        if weights == "scratch" and config["benchmark"] != "synthetic" and not config.get("datasets", {}).get("imagenet"):
+            problems.append(f"architectures.{name}.weights: training from scratch needs a train split; "
+                            "set datasets.imagenet or use pretrained weights")
+    for task, cfg in config["tasks"].items():
+        if task not in TASKS:
+            continue  # the schema already refused it
+        if not cfg.get("datasets"):
+            problems.append(f"tasks.{task}.datasets: list at least one dataset, or remove the task")
+    if not config["pruning"]["methods"]:
+        problems.append("pruning.methods: the grid is empty; list at least one method")
+    return problems
+
+
+def image_size(config: Mapping) -> int:
+    if config["benchmark"] == "synthetic":
+        return int(config.get("synthetic", {}).get("image_size", 48))
+    return int(config.get("image_size", 224))
+
+
+def resources(config: Mapping, rule: str) -> dict[str, Any]:
+    """A rule's scheduler requests: its own entry over `default` over built-in values."""
+    res = {"threads": 1, "mem_mb": 4000, "runtime": 60, "gpu": 0}
+    res.update(config.get("resources", {}).get("default", {}))
+    res.update(config.get("resources", {}).get(rule, {}))
+    return res
+
+
+def checkpoints(config: Mapping) -> list[tuple[str, str, str, int]]:
+    """Every (arch, method, sparsity label, seed) of the grid; dense has sparsity '0'."""
+    out = []
+    for arch in config["architectures"]:
+        for seed in config["seeds"]:
+            out.append((arch, "dense", "0", seed))
+            for method in config["pruning"]["methods"]:
+                for s in sorted(config["pruning"]["sparsities"]):
+                    out.append((arch, method, sparsity_label(s), seed))
+    return out
+
+
+def imp_parent(config: Mapping, sparsity: str) -> str | None:
+    """The IMP level a level starts from: the next lower configured sparsity, None for dense."""
+    lower = [s for s in sorted(config["pruning"]["sparsities"]) if s < float(sparsity) - 1e-9]
+    return sparsity_label(lower[-1]) if lower else None

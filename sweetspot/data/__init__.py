@@ -1,0 +1,1 @@
+"""Datasets: the synthetic generator and loaders for the real on-disk formats."""

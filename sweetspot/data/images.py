@@ -1,0 +1,86 @@
+"""Reading images and masks from disk with clear errors, never a silent drop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class DataError(ValueError):
+    """A data file that cannot be used; the message names the file and the fix."""
+
+
+def read_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
+    """Read any common image as uint8 RGB (H, W, 3), optionally resized to size x size.
+
+    Grayscale, palette, RGBA (composited on white), CMYK and 16-bit images are converted;
+    a truncated or unreadable file raises DataError naming it.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = _to_rgb(img)
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DataError(f"{path}: cannot read image ({err}); replace or remove the file") from None
+    if size is not None and img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / peak * 255.0, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert("RGB")
+
+
+def read_mask(path: str | Path, size: int | None = None, *, dark_is_object: bool = False) -> np.ndarray:
+    """Read a single-channel label image as an integer array, optionally resized (nearest).
+
+    With dark_is_object (silhouettes), returns a bool mask of pixels with value < 128.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if dark_is_object:
+                img = img.convert("L")
+            elif img.mode not in ("L", "P", "1", "I"):
+                raise DataError(f"{path}: mask has mode {img.mode}; expected a single-channel label image (L or P)")
+            if size is not None and img.size != (size, size):
+                img = img.resize((size, size), Image.NEAREST)
+            arr = np.asarray(img)
+    except FileNotFoundError:
+        raise DataError(f"{path}: mask file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DataError(f"{path}: cannot read mask ({err}); replace or remove the file") from None
+    if dark_is_object:
+        return arr < 128
+    return arr.astype(np.int64)
+
+
+def boxes_from_mask(mask: np.ndarray) -> np.ndarray:
+    """The tight box (1, 4) x0, y0, x1, y1 (exclusive) of a bool mask; (0, 4) when empty."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return np.zeros((0, 4), dtype=np.float64)
+    return np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=np.float64)
+
+
+def safe_join(root: str | Path, relative: str) -> Path:
+    """root / relative, refusing any path that would leave root (e.g. '../../x.png')."""
+    root = Path(root).resolve()
+    candidate = (root / relative).resolve()
+    if candidate != root and root not in candidate.parents:
+        raise DataError(f"{relative!r} leaves the dataset root {root}; stimulus names must be relative paths inside it")
+    return candidate

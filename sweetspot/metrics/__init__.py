@@ -1,0 +1,1 @@
+"""Metrics: functions from model outputs and ground truth to per-item scores."""

@@ -1,0 +1,204 @@
+"""Do attribution maps point at the object, and do they explain the prediction?
+
+Per-image scores, vectorised over a batch of maps (N, H, W) against object masks (N, H, W)
+(DESIGN section 5):
+
+- relevance mass accuracy (Arras et al. 2022): relevance inside the mask / total relevance;
+- relevance rank accuracy: with K = mask size, the fraction of the K highest pixels inside
+  the mask;
+- pointing game (Zhang et al. 2016): is the arg-max pixel inside the mask;
+- deletion / insertion AUC (Petsiuk et al., RISE, BMVC 2018): the target-class probability
+  as pixels are removed from / inserted into the image, most relevant first.
+
+Conventions (one rule throughout: a tie is broken uniformly at random and we score the
+*expected* value, so no pixel order decided by memory layout can move a score):
+- `ignore` pixels leave both the map and the mask; N counts the remaining pixels.
+- Ties at the K-th value (rank accuracy) or at the maximum (pointing game) share the
+  remaining slots in proportion: e.g. the pointing game scores the fraction of tied maxima
+  inside the mask. With a unique maximum / K-th value this is the usual definition.
+- A zero map is the constant map: every pixel ties, so all three score the chance level
+  |mask| / N (also the limit of relevance mass for a map tending to a constant). It is
+  scored, not dropped, so a collapsed model counts as the chance-level explainer it is;
+  `flag_zero_map` marks it.
+- A map with a NaN or infinite pixel (outside `ignore`) has no meaning: its scores are NaN
+  and `flag_nonfinite_map` marks it. A mask empty after `ignore` gives NaN scores.
+- Negative relevance is refused (ValueError): pool the attribution first.
+- Deletion and insertion order pixels by decreasing relevance; ties keep raster order
+  (a stable sort), and non-finite maps get NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.functional import gaussian_blur
+
+# RISE's insertion start image: the input blurred with an 11-pixel Gaussian of sigma 5
+# (Petsiuk et al. 2018, their public evaluation code: klen=11, ksig=5).
+INSERTION_BLUR_KERNEL = 11
+INSERTION_BLUR_SIGMA = 5.0
+
+
+def _as_numpy(array: Any, dtype: type) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    return np.asarray(array, dtype=dtype)
+
+
+def _flatten(maps: Any, masks: Any, ignore: Any | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, P) float64 relevance, bool mask inside the valid pixels, bool valid pixels."""
+    relevance = _as_numpy(maps, np.float64)
+    mask = _as_numpy(masks, bool)
+    if relevance.ndim != 3 or relevance.shape != mask.shape:
+        raise ValueError(f"maps {relevance.shape} and masks {mask.shape} must both be (N, H, W)")
+    valid = np.ones_like(mask) if ignore is None else ~_as_numpy(ignore, bool)
+    if valid.shape != mask.shape:
+        raise ValueError(f"ignore {valid.shape} must have the masks' shape {mask.shape}")
+    n = relevance.shape[0]
+    relevance, mask, valid = relevance.reshape(n, -1), mask.reshape(n, -1), valid.reshape(n, -1)
+    mask = mask & valid
+    if np.any(relevance[valid & np.isfinite(relevance)] < 0):
+        raise ValueError("attribution maps must be non-negative; pool signed attributions first "
+                         "(sweetspot.attributions.pool_channels)")
+    return relevance, mask, valid
+
+
+def _nonfinite(relevance: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    return np.any(valid & ~np.isfinite(relevance), axis=1)
+
+
+def _undefined(relevance: np.ndarray, mask: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Images whose localisation scores are NaN: a non-finite map or nothing left to find."""
+    return _nonfinite(relevance, valid) | (mask.sum(axis=1) == 0)
+
+
+def _ranked(relevance: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Relevance with ignored and non-finite pixels pushed below every real value."""
+    return np.where(valid & np.isfinite(relevance), relevance, -np.inf)
+
+
+def rma(maps: Any, masks: Any, ignore: Any | None = None) -> np.ndarray:
+    """Relevance mass accuracy per image: relevance inside the mask / relevance in the image."""
+    relevance, mask, valid = _flatten(maps, masks, ignore)
+    counted = np.where(valid & np.isfinite(relevance), relevance, 0.0)
+    total = counted.sum(axis=1)
+    inside = np.where(mask, counted, 0.0).sum(axis=1)
+    chance = mask.sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+    score = np.where(total > 0, inside / np.where(total > 0, total, 1.0), chance)
+    return np.where(_undefined(relevance, mask, valid), np.nan, score)
+
+
+def rra(maps: Any, masks: Any, ignore: Any | None = None) -> np.ndarray:
+    """Relevance rank accuracy per image: fraction of the K = |mask| highest pixels in the mask.
+
+    Pixels tied with the K-th highest value fill the remaining places in proportion.
+    """
+    relevance, mask, valid = _flatten(maps, masks, ignore)
+    k = mask.sum(axis=1)
+    ranked = _ranked(relevance, valid)
+    descending = -np.sort(-ranked, axis=1)
+    kth = descending[np.arange(len(k)), np.maximum(k, 1) - 1][:, None]
+    above = ranked > kth
+    tied = valid & (ranked == kth)
+    slots = k - above.sum(axis=1)
+    hits = (above & mask).sum(axis=1) + slots * (tied & mask).sum(axis=1) / np.maximum(tied.sum(axis=1), 1)
+    score = hits / np.maximum(k, 1)
+    return np.where(_undefined(relevance, mask, valid), np.nan, score)
+
+
+def pointing_game(maps: Any, masks: Any, ignore: Any | None = None) -> np.ndarray:
+    """Pointing game per image: 1 if the arg-max pixel is in the mask (ties: the fraction inside)."""
+    relevance, mask, valid = _flatten(maps, masks, ignore)
+    ranked = _ranked(relevance, valid)
+    tied = valid & (ranked == ranked.max(axis=1, keepdims=True))
+    score = (tied & mask).sum(axis=1) / np.maximum(tied.sum(axis=1), 1)
+    return np.where(_undefined(relevance, mask, valid), np.nan, score)
+
+
+def map_flags(maps: Any, ignore: Any | None = None) -> dict[str, np.ndarray]:
+    """flag_zero_map / flag_nonfinite_map (0/1 per image) over the pixels not ignored."""
+    relevance = _as_numpy(maps, np.float64)
+    n = relevance.shape[0]
+    valid = (np.ones(relevance.shape, bool) if ignore is None else ~_as_numpy(ignore, bool)).reshape(n, -1)
+    relevance = relevance.reshape(n, -1)
+    nonfinite = _nonfinite(relevance, valid)
+    zero = ~nonfinite & ~np.any(valid & (relevance != 0), axis=1)
+    return {"flag_zero_map": zero.astype(np.float64), "flag_nonfinite_map": nonfinite.astype(np.float64)}
+
+
+def localization_scores(maps: Any, masks: Any, ignore: Any | None = None) -> dict[str, np.ndarray]:
+    """rma, rra, pointing_game and the two map flags, one value per image each."""
+    scores = {"rma": rma(maps, masks, ignore), "rra": rra(maps, masks, ignore),
+              "pointing_game": pointing_game(maps, masks, ignore)}
+    scores.update(map_flags(maps, ignore))
+    return scores
+
+
+def perturbation_curves(model: torch.nn.Module, x: torch.Tensor, maps: Any, targets: torch.Tensor, *,
+                        mode: str, steps: int, batch_size: int = 32) -> np.ndarray:
+    """Target-class softmax probability at fractions 0, 1/steps, ..., 1 of pixels changed, (N, steps+1).
+
+    "deletion" replaces pixels of `x` (normalised NCHW) by 0, the dataset mean colour;
+    "insertion" puts them back into a blurred copy of `x`. Pixels go most relevant first.
+    The N * (steps+1) perturbed images run through the model `batch_size` at a time.
+    """
+    if mode not in ("deletion", "insertion"):
+        raise ValueError(f"perturbation mode {mode!r} unknown; choose deletion or insertion")
+    if steps < 1:
+        raise ValueError(f"deletion_steps must be at least 1, got {steps}")
+    n, _, h, w = x.shape
+    device = x.device
+    relevance = torch.as_tensor(_as_numpy(maps, np.float32), device=device).reshape(n, -1)
+    if relevance.shape[1] != h * w:
+        raise ValueError(f"maps {tuple(relevance.shape)} do not match the images' {h}x{w} pixels")
+    order = torch.argsort(torch.nan_to_num(relevance, nan=0.0), dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(h * w, device=device).expand(n, -1))
+    rank = rank.reshape(n, 1, h, w)
+    changed_counts = torch.as_tensor(_changed_counts(steps, h * w), device=device).long()
+    x = x.detach().float()
+    if mode == "deletion":
+        start, end = x, torch.zeros_like(x)
+    else:
+        blur = gaussian_blur(x, [INSERTION_BLUR_KERNEL] * 2, [INSERTION_BLUR_SIGMA] * 2)
+        start, end = blur, x
+    targets = targets.to(device)
+    pairs = torch.cartesian_prod(torch.arange(n, device=device), torch.arange(steps + 1, device=device))
+    probs = torch.empty(n, steps + 1, device=device)
+    with torch.no_grad():
+        for chunk in pairs.split(batch_size):
+            img, step = chunk[:, 0], chunk[:, 1]
+            changed = rank[img] < changed_counts[step].view(-1, 1, 1, 1)
+            logits = model(torch.where(changed, end[img], start[img])).float()
+            probs[img, step] = F.softmax(logits, dim=1).gather(1, targets[img].view(-1, 1))[:, 0]
+    return probs.cpu().numpy().astype(np.float64)
+
+
+def _auc(model: torch.nn.Module, x: torch.Tensor, maps: Any, targets: torch.Tensor, mode: str,
+         steps: int, batch_size: int) -> np.ndarray:
+    curves = perturbation_curves(model, x, maps, targets, mode=mode, steps=steps, batch_size=batch_size)
+    n_pixels = x.shape[-2] * x.shape[-1]
+    fractions = _changed_counts(steps, n_pixels) / n_pixels
+    auc = ((curves[:, 1:] + curves[:, :-1]) / 2 * np.diff(fractions)).sum(axis=1)  # trapezoid rule
+    relevance = _as_numpy(maps, np.float64).reshape(len(auc), -1)
+    return np.where(np.isfinite(relevance).all(axis=1), auc, np.nan)
+
+
+def _changed_counts(steps: int, n_pixels: int) -> np.ndarray:
+    """Pixels changed at each of the steps+1 points: round(s * P / steps), from 0 to P."""
+    return np.round(np.arange(steps + 1) * (n_pixels / steps))
+
+
+def deletion_auc(model: torch.nn.Module, x: torch.Tensor, maps: Any, targets: torch.Tensor, *,
+                 steps: int, batch_size: int = 32) -> np.ndarray:
+    """Area under the deletion curve per image (lower: the map found what the model uses)."""
+    return _auc(model, x, maps, targets, "deletion", steps, batch_size)
+
+
+def insertion_auc(model: torch.nn.Module, x: torch.Tensor, maps: Any, targets: torch.Tensor, *,
+                  steps: int, batch_size: int = 32) -> np.ndarray:
+    """Area under the insertion curve per image (higher: the map found what the model uses)."""
+    return _auc(model, x, maps, targets, "insertion", steps, batch_size)

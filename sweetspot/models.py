@@ -1,0 +1,151 @@
+"""Models: any timm architecture by name, its preprocessing, weight sources and checkpoints.
+
+Checkpoints are safetensors (pruned weights with zeros applied) plus a JSON sidecar that
+records what the weights are; nothing here ever unpickles a file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from . import io, timm_names
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not match what the job expects."""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """uint8 NHWC images -> normalised float NCHW tensors, as the model was trained."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    image_size: int
+
+    def __call__(self, images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+        x = torch.as_tensor(np.ascontiguousarray(images), device=device).permute(0, 3, 1, 2).float().div_(255.0)
+        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+
+def family(model: torch.nn.Module) -> str:
+    """'vit' for transformer models with patch tokens, 'cnn' otherwise."""
+    if hasattr(model, "patch_embed") and hasattr(model, "blocks"):
+        return "vit"
+    return "cnn"
+
+
+def create(arch_cfg: Mapping[str, Any], num_classes: int) -> torch.nn.Module:
+    """A freshly initialised timm model from an architecture config entry."""
+    import timm
+
+    timm_names.check(arch_cfg["timm"])
+    kwargs = dict(arch_cfg.get("kwargs") or {})
+    return timm.create_model(arch_cfg["timm"], pretrained=False, num_classes=num_classes, **kwargs)
+
+
+def preprocess_for(model: torch.nn.Module, arch_cfg: Mapping[str, Any], image_size: int) -> Preprocess:
+    """The model's own normalisation (timm's data config) at the study's image size.
+
+    Models trained here from scratch use timm's default for the architecture; pretrained
+    models use the statistics their weights were trained with.
+    """
+    import timm.data
+
+    data_cfg = timm.data.resolve_data_config({}, model=model)
+    mean = tuple(arch_cfg.get("mean") or data_cfg["mean"])
+    std = tuple(arch_cfg.get("std") or data_cfg["std"])
+    return Preprocess(mean=mean, std=std, image_size=image_size)
+
+
+def prunable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, sidecar: Mapping[str, Any]) -> None:
+    """Write weights as safetensors and the sidecar as `<path>.json`, both atomically.
+
+    The sidecar is written first; the weights file is the rule's output, so a job killed
+    between the two leaves no file that Snakemake would take as finished.
+    """
+    path = Path(path)
+    io.write_json(sidecar_path(path), dict(sidecar))
+    state = prunable_state(model)
+    with io.atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"arch": str(sidecar.get("arch", "")), "format": "sweetspot"})
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    return Path(str(path) + ".json")
+
+
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    return io.read_json(sidecar_path(path))
+
+
+def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; anything else (a pickle, a zip) is refused unread."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head[:1] == b"\x80" or head[:2] == b"PK":
+        raise CheckpointError(
+            f"{path}: looks like a pickle/torch.save file, which sweetspot never unpickles; "
+            "convert it to safetensors (safetensors.torch.save_file) and point the config at that")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: not a valid safetensors file ({err})") from None
+
+
+def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load `state` strictly, with an error that names what differs."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if mismatched:
+            k = mismatched[0]
+            parts.append(f"{len(mismatched)} of other shape (e.g. {k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)})")
+        raise CheckpointError(f"{source}: weights do not fit this architecture: {'; '.join(parts)}; "
+                              "is it a checkpoint of another architecture or class count?")
+    model.load_state_dict(dict(state), strict=True)
+
+
+def load_checkpoint(path: str | os.PathLike, arch_cfg: Mapping[str, Any], num_classes: int,
+                    expect: Mapping[str, Any] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Create the architecture, load a sweetspot checkpoint into it, check its sidecar.
+
+    `expect` holds sidecar fields (arch, method, sparsity, seed) the caller relies on; a
+    checkpoint that disagrees is refused rather than evaluated under the wrong name.
+    """
+    sidecar = read_sidecar(path)
+    for key, want in (expect or {}).items():
+        have = sidecar.get(key)
+        same = np.isclose(float(have), float(want)) if isinstance(want, float) and have is not None else have == want
+        if not same:
+            raise CheckpointError(f"{path}: sidecar says {key}={have!r} but this job expects {want!r}; "
+                                  "the file belongs to another run: delete it and rerun")
+    model = create(arch_cfg, num_classes)
+    load_into(model, load_state(path), str(path))
+    model.eval()
+    return model, sidecar

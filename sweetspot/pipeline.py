@@ -1,0 +1,396 @@
+"""The workflow's jobs as functions: each Snakemake script is one call into this module.
+
+Every job seeds everything from its seed, pins its thread count, logs to the rule's log
+file, loads its checkpoint once and writes its outputs atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from . import config as cfgmod
+from . import contract, device as devmod, io, models, pruning, training, weights
+from .data import registry
+from .data.samples import Sample
+
+log = logging.getLogger("sweetspot")
+
+
+@contextlib.contextmanager
+def job_logging(log_path: str | Path | None):
+    """Send logging and stderr (tqdm progress bars) to the rule's log file."""
+    if log_path is None:
+        yield
+        return
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", buffering=1) as fh:
+        handler = logging.StreamHandler(fh)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        old_stderr = sys.stderr
+        sys.stderr = fh
+        try:
+            yield
+        except BaseException:
+            log.exception("job failed")
+            raise
+        finally:
+            sys.stderr = old_stderr
+            root.removeHandler(handler)
+
+
+def _num_classes(config: Mapping, arch_cfg: Mapping) -> int:
+    if arch_cfg.get("weights", "scratch") != "scratch":
+        return int(arch_cfg.get("num_classes", 1000))
+    if config["benchmark"] == "synthetic":
+        manifest = io.read_json(Path(config["data_dir"]) / "synthetic" / "classes.json")
+        return len(manifest["classes"])
+    return int(arch_cfg.get("num_classes", 1000))
+
+
+def _train_split(config: Mapping):
+    return registry.train_split(config, cfgmod.image_size(config))
+
+
+def _sidecar(config: Mapping, arch: str, method: str, sparsity: float, seed: int, model: torch.nn.Module,
+             parent: str | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    arch_cfg = config["architectures"][arch]
+    exclude = config["pruning"].get("exclude", [])
+    return {
+        "arch": arch,
+        "timm": arch_cfg["timm"],
+        "method": method,
+        "sparsity": float(sparsity),
+        "sparsity_actual": pruning.measured_sparsity(model, exclude),
+        "exclude": list(exclude),
+        "seed": int(seed),
+        "parent": parent,
+        "num_classes": _num_classes(config, arch_cfg),
+        "config_hash": contract.config_hash({"arch": arch_cfg, "dense": config.get("dense"),
+                                             "pruning": config.get("pruning"), "synthetic": config.get("synthetic")}),
+        "versions": contract.package_versions(),
+        **(extra or {}),
+    }
+
+
+def _train_kwargs(config: Mapping, device: torch.device, seed: int) -> dict[str, Any]:
+    dense = config["dense"]
+    return dict(batch_size=dense["batch_size"], weight_decay=dense["weight_decay"],
+                label_smoothing=dense["label_smoothing"], augment=dense.get("augment", True),
+                seed=seed, device=device, amp=config.get("amp", True))
+
+
+def dense_job(config: Mapping, arch: str, seed: int, out: str | Path, threads: int = 1) -> None:
+    """Train the dense model from scratch with `seed`, or load its pretrained weights."""
+    devmod.setup(threads, seed)
+    device = devmod.resolve(config.get("device", "auto"))
+    arch_cfg = config["architectures"][arch]
+    started = time.time()
+    extra: dict[str, Any] = {"weights": arch_cfg.get("weights", "scratch")}
+    if arch_cfg.get("weights", "scratch") == "scratch":
+        images, labels, _, classes = _train_split(config)
+        model = models.create(arch_cfg, len(classes)).to(device)
+        preprocess = models.preprocess_for(model, arch_cfg, cfgmod.image_size(config))
+        log.info("training %s (%s) from scratch: %d images, %d classes, seed %d, device %s",
+                 arch, arch_cfg["timm"], len(images), len(classes), seed, device)
+        history = training.train(model, images, labels, preprocess=preprocess, epochs=config["dense"]["epochs"],
+                                 lr=config["dense"]["lr"], **_train_kwargs(config, device, seed))
+        extra.update(classes=list(classes), train_history=history)
+    else:
+        model = weights.pretrained(arch_cfg, _num_classes(config, arch_cfg))
+        log.info("loaded pretrained %s from %s", arch_cfg["timm"], arch_cfg["weights"])
+    extra["seconds"] = round(time.time() - started, 2)
+    models.save_checkpoint(out, model.cpu(), _sidecar(config, arch, "dense", 0.0, seed, model, None, extra))
+
+
+def _snip_batches(config: Mapping, images: np.ndarray, labels: np.ndarray, preprocess, device, seed: int):
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(images))
+    bs = config["dense"]["batch_size"]
+    for b in range(config["pruning"].get("snip", {}).get("batches", 1)):
+        idx = order[b * bs:(b + 1) * bs]
+        if len(idx) == 0:
+            break
+        yield preprocess(images[idx], device), torch.as_tensor(labels[idx], device=device)
+
+
+def prune_job(config: Mapping, arch: str, method: str, sparsity: str, seed: int, start: str | Path | None,
+              out: str | Path, threads: int = 1) -> None:
+    """Prune to `sparsity` and recover; `start` is the dense (or, for IMP, the previous) checkpoint."""
+    devmod.setup(threads, seed)
+    device = devmod.resolve(config.get("device", "auto"))
+    arch_cfg = config["architectures"][arch]
+    target = float(sparsity)
+    exclude = config["pruning"].get("exclude", [])
+    recovery = config["pruning"].get("recovery", {})
+    size = cfgmod.image_size(config)
+    started = time.time()
+    num_classes = _num_classes(config, arch_cfg)
+    if method == "snip":
+        # SNIP prunes at initialisation: the same initial weights as the dense model of this seed.
+        images, labels, _, _ = _train_split(config)
+        model = models.create(arch_cfg, num_classes).to(device)
+        preprocess = models.preprocess_for(model, arch_cfg, size)
+        batches = list(_snip_batches(config, images, labels, preprocess, device, seed))
+        pruning.prune(model, "snip", target, exclude=exclude, batches=batches,
+                      loss_fn=torch.nn.functional.cross_entropy)
+        epochs = config["pruning"].get("snip", {}).get("epochs", config["dense"]["epochs"])
+        log.info("SNIP at initialisation to %.4f, then %d epochs of training", target, epochs)
+        training.train(model, images, labels, preprocess=preprocess, epochs=epochs, lr=config["dense"]["lr"],
+                       **_train_kwargs(config, device, seed))
+        parent = None
+    else:
+        parent_sidecar = models.read_sidecar(start)
+        model, _ = models.load_checkpoint(start, arch_cfg, parent_sidecar["num_classes"],
+                                          expect={"arch": arch, "seed": seed})
+        model.to(device)
+        preprocess = models.preprocess_for(model, arch_cfg, size)
+        pruning.prune(model, method, target, exclude=exclude, seed=seed)
+        mode = recovery.get("mode", "finetune")
+        log.info("%s pruning of %s to %.4f from %s; recovery %s", method, arch, target, start, mode)
+        if mode == "finetune" and recovery.get("epochs", 0) > 0:
+            images, labels, _, _ = _train_split(config)
+            # IMP with learning-rate rewinding: every level restarts the schedule (train() does).
+            training.train(model, images, labels, preprocess=preprocess, epochs=recovery["epochs"],
+                           lr=recovery["lr"], **_train_kwargs(config, device, seed))
+        elif mode == "bn":
+            calib = _calibration_images(config, size)
+            training.bn_reestimate(model, calib, preprocess=preprocess, batch_size=config["dense"]["batch_size"],
+                                   device=device)
+        parent = str(start)
+    pruning.finalize(model)
+    sidecar = _sidecar(config, arch, method, target, seed, model, parent,
+                       {"recovery": recovery.get("mode", "finetune"), "seconds": round(time.time() - started, 2)})
+    if abs(sidecar["sparsity_actual"] - target) > 0.005:
+        raise RuntimeError(f"measured sparsity {sidecar['sparsity_actual']:.4f} is more than 0.5 points from {target}")
+    models.save_checkpoint(out, model.cpu(), sidecar)
+
+
+def _calibration_images(config: Mapping, size: int) -> np.ndarray:
+    """Images for BatchNorm re-estimation: the train split, or a configured dataset."""
+    recovery = config["pruning"].get("recovery", {})
+    name = recovery.get("calibration_dataset")
+    n = recovery.get("calibration_images", 512)
+    if name is None:
+        images, _, _, _ = _train_split(config)
+        return images[:n]
+    samples = subset(registry.load_eval(name, config, size), n)
+    return np.stack([s.image for s in samples])
+
+
+def subset(samples: list[Sample], n: int | None) -> list[Sample]:
+    """A deterministic, class-mixed subset: order by a hash of the item name, take n."""
+    ordered = sorted(samples, key=lambda s: hashlib.sha1(s.item.encode()).hexdigest())
+    return ordered if n is None else ordered[:n]
+
+
+def synthetic_job(config: Mapping, out: str | Path) -> None:
+    """Generate the synthetic benchmark into the folder of `out` (its MANIFEST.json)."""
+    from .data import synthetic
+
+    params = dict(config.get("synthetic", {}))
+    log.info("generating the synthetic benchmark: %s", params)
+    synthetic.generate(Path(out).parent, **params)
+
+
+# Alignment datasets that are made here from another dataset's images.
+DERIVED_DATASETS = {"synthetic-distortions": "synthetic-val"}
+# Datasets whose labels are the 16 model-vs-human categories, with their human experiment.
+HUMAN_EXPERIMENTS = {"geirhos16-cue-conflict": "cue-conflict", "geirhos16-edge": "edge",
+                     "geirhos16-silhouette": "silhouette"}
+
+
+class _EvalContext:
+    """What every task of one evaluate job shares: the model, data and label mapping."""
+
+    def __init__(self, config: Mapping, arch: str, seed: int, model: torch.nn.Module, device: torch.device):
+        self.config, self.arch, self.seed, self.model, self.device = config, arch, seed, model, device
+        self.arch_cfg = config["architectures"][arch]
+        self.size = cfgmod.image_size(config)
+        self.preprocess = models.preprocess_for(model, self.arch_cfg, self.size)
+        self._samples: dict[str, list[Sample]] = {}
+
+    def samples(self, name: str) -> list[Sample]:
+        source = DERIVED_DATASETS.get(name, name)
+        if source not in self._samples:
+            self._samples[source] = registry.load_eval(source, self.config, self.size)
+        return self._samples[source]
+
+    def class_groups(self, dataset: str) -> list[list[int]] | None:
+        """ImageNet classifiers decide among the 16 categories by mean probability."""
+        if dataset not in HUMAN_EXPERIMENTS or self.model.num_classes == 16:
+            return None
+        from .data import geirhos
+
+        root = registry.dataset_path(self.config, "geirhos16")
+        groups = geirhos.load_categories(root)
+        return [groups[name] for name in geirhos.CATEGORIES]
+
+    def trials(self, dataset: str):
+        if dataset not in HUMAN_EXPERIMENTS:
+            return None
+        from .data import human_trials
+
+        return human_trials.load_trials(registry.dataset_path(self.config, "geirhos16"), HUMAN_EXPERIMENTS[dataset])
+
+
+def _skip_rows(dataset: str, variant: str, items: list[str]):
+    return [{"dataset": dataset, "variant": variant, "metric": "flag_skipped", "item": item, "value": 1.0}
+            for item in items]
+
+
+def _run_task(task: str, ctx: _EvalContext, dataset: str, method: str) -> tuple:
+    """One task on one dataset -> (frame, gallery maps or None)."""
+    import pandas as pd
+
+    cfg = dict(ctx.config["tasks"][task])
+    cfg.setdefault("amp", ctx.config.get("amp", True))
+    cfg.setdefault("seed", ctx.seed)
+    samples = subset(ctx.samples(dataset), cfg.get("n_images"))
+    kw = dict(preprocess=ctx.preprocess, device=ctx.device)
+    gallery = None
+    if task == "accuracy":
+        from .tasks import accuracy
+
+        frame = accuracy.evaluate(ctx.model, samples, dataset, cfg, class_groups=ctx.class_groups(dataset),
+                                  amp=cfg["amp"], **kw)
+    elif task == "interpretability":
+        from .tasks import interpretability
+
+        groups = ctx.class_groups(dataset)
+        frame, skipped = interpretability.evaluate(ctx.model, samples, dataset, cfg, class_groups=groups, **kw)
+        frame = pd.concat([frame, contract.task_frame(_skip_rows(dataset, "", skipped))], ignore_index=True)
+        if cfg.get("gallery_images", 0) > 0:
+            with_mask = [s for s in samples if s.mask is not None and s.mask.any()][: cfg["gallery_images"]]
+            gallery = interpretability.gallery_maps(ctx.model, with_mask, cfg, class_groups=groups, **kw)
+            gallery["images"] = np.stack([s.image for s in with_mask])
+    elif task == "discovery":
+        from .tasks import discovery
+
+        baseline = None
+        cfg["baselines"] = cfg.get("baselines", True) and method == "dense"  # baselines do not depend on pruning
+        if cfg["baselines"]:
+            torch.manual_seed(ctx.seed)
+            baseline = _discovery_model(ctx, models.create(ctx.arch_cfg, ctx.model.num_classes)).eval()
+        frame, skipped = discovery.evaluate(_discovery_model(ctx, ctx.model), samples, dataset, cfg,
+                                            baseline_model=baseline, **kw)
+        frame = pd.concat([frame, contract.task_frame(_skip_rows(dataset, "lost", skipped))], ignore_index=True)
+    elif task == "alignment":
+        from .tasks import alignment
+
+        frame = alignment.evaluate(ctx.model, samples, dataset, cfg, class_groups=ctx.class_groups(dataset),
+                                   trials=ctx.trials(dataset), distortion_seed=ctx.seed, **kw)
+    else:
+        raise ValueError(f"unknown task {task!r}")
+    return frame, gallery
+
+
+def _discovery_model(ctx: _EvalContext, model: torch.nn.Module) -> torch.nn.Module:
+    """The model with a dilated last stage when tasks.discovery.output_stride asks for one."""
+    stride = ctx.config["tasks"]["discovery"].get("output_stride")
+    if stride is None or models.family(model) != "cnn":
+        return model.to(ctx.device)
+    arch_cfg = {**ctx.arch_cfg, "kwargs": {**(ctx.arch_cfg.get("kwargs") or {}), "output_stride": stride}}
+    dilated = models.create(arch_cfg, model.num_classes)
+    dilated.load_state_dict(model.state_dict())  # dilation changes no parameter shapes
+    return dilated.eval().to(ctx.device)
+
+
+def evaluate_job(config: Mapping, arch: str, method: str, sparsity: str, seed: int, checkpoint: str | Path,
+                 outputs: Mapping[str, str], threads: int = 1) -> None:
+    """Evaluate one checkpoint on every configured task; one Parquet file per task."""
+    import pandas as pd
+    from safetensors.numpy import save_file
+
+    devmod.setup(threads, seed)
+    device = devmod.resolve(config.get("device", "auto"))
+    arch_cfg = config["architectures"][arch]
+    sidecar = models.read_sidecar(checkpoint)
+    model, sidecar = models.load_checkpoint(checkpoint, arch_cfg, sidecar["num_classes"],
+                                            expect={"arch": arch, "method": method, "sparsity": float(sparsity),
+                                                    "seed": seed})
+    model.to(device)
+    ctx = _EvalContext(config, arch, seed, model, device)
+    identity = dict(benchmark=config["benchmark"], arch=arch, method=method, sparsity=float(sparsity),
+                    sparsity_actual=float(sidecar["sparsity_actual"]), seed=seed)
+    meta = contract.provenance(config)
+    for task in config["tasks"]:
+        started = time.time()
+        frames, gallery = [], None
+        for dataset in config["tasks"][task]["datasets"]:
+            frame, maps = _run_task(task, ctx, dataset, method)
+            frames.append(frame)
+            gallery = gallery if gallery is not None else maps
+        result = contract.with_identity(pd.concat(frames, ignore_index=True), task=task, **identity)
+        io.write_parquet(outputs[task], result, meta)
+        log.info("%s: %d rows in %.1f s", task, len(result), time.time() - started)
+        if task == "interpretability" and "gallery" in outputs:
+            arrays = {k: np.ascontiguousarray(v) for k, v in (gallery or {}).items()}
+            with io.atomic_path(outputs["gallery"]) as tmp:
+                save_file(arrays, str(tmp), metadata={"sparsity": str(float(sparsity))})
+
+
+def aggregate_job(config: Mapping, inputs: list[str], outputs: Mapping[str, str]) -> None:
+    """metrics.parquet, the sweet-spot tables and the plain-language summary."""
+    from . import sweetspots
+
+    started = time.time()
+    metrics = sweetspots.read_metrics(inputs)
+    io.write_parquet(outputs["metrics"], metrics, contract.provenance(config))
+    stats = config.get("stats", {})
+    curves, table = sweetspots.compute(metrics, n_boot=stats.get("n_boot", 1000),
+                                       confidence=stats.get("confidence", 0.95),
+                                       correction=stats.get("correction", "holm"), seed=stats.get("seed", 0))
+    io.write_parquet(outputs["curves"], curves)
+    summary = sweetspots.summary(table)
+    sweetspots.write_tables(table, summary, str(Path(outputs["table"]).with_suffix("")))
+    io.write_text(outputs["summary"], summary)
+    log.info("aggregated %d rows from %d files into %d sweet-spot rows in %.1f s",
+             len(metrics), len(inputs), len(table), time.time() - started)
+
+
+def plots_job(curves_path: str | Path, outputs: list[str]) -> None:
+    """Curves per task and gain heatmaps per architecture, as PNG and SVG."""
+    import pandas as pd
+
+    from . import plots
+
+    curves = pd.read_parquet(curves_path)
+    stems = sorted({str(Path(p).with_suffix("")) for p in outputs})
+    for stem in stems:
+        kind, _, name = Path(stem).name.partition("-")
+        if kind == "curves":
+            plots.curves_figure(curves, name, stem)
+        else:
+            plots.gain_heatmap(curves, name, stem)
+
+
+def gallery_job(inputs: list[str], out: str | Path, title: str) -> None:
+    """One PNG: a few images' attribution maps for every method across sparsities."""
+    from safetensors import safe_open
+
+    from . import gallery
+
+    maps: dict[str, dict[float, np.ndarray]] = {}
+    images = None
+    for path in inputs:
+        with safe_open(path, framework="np") as fh:
+            sparsity = float((fh.metadata() or {})["sparsity"])
+            arrays = {key: fh.get_tensor(key) for key in fh.keys()}
+        images = arrays.pop("images", images)
+        for method, array in arrays.items():
+            maps.setdefault(method, {})[sparsity] = array
+    gallery.render(images, maps, title, out)
+

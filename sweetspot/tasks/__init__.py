@@ -1,0 +1,1 @@
+"""The four evaluation tasks; each returns rows of the artifact contract."""

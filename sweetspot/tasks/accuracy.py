@@ -1,0 +1,44 @@
+"""Accuracy task: top-1 and top-5 correctness per image (DESIGN section 4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..contract import task_frame
+from ..data.samples import Sample, stack_images
+from ..models import Preprocess
+from ..training import predict_logits
+
+
+def class_scores(logits: torch.Tensor, class_groups: list[list[int]] | None) -> torch.Tensor:
+    """Scores over the dataset's classes: the logits themselves, or for grouped labels
+    (ImageNet classes pooled into 16 categories) the mean softmax probability per group,
+    as model-vs-human does."""
+    if class_groups is None:
+        return logits
+    probs = torch.softmax(logits.float(), dim=1)
+    return torch.stack([probs[:, group].mean(dim=1) for group in class_groups], dim=1)
+
+
+def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: dict, *, preprocess: Preprocess,
+             device: torch.device, class_groups: list[list[int]] | None = None, amp: bool = True) -> pd.DataFrame:
+    images = stack_images(samples)
+    labels = torch.as_tensor([s.label for s in samples])
+    if (labels < 0).any():
+        raise ValueError(f"{dataset}: accuracy needs a label for every image; "
+                         f"{int((labels < 0).sum())} images have none")
+    logits = predict_logits(model, images, preprocess=preprocess, batch_size=cfg.get("batch_size", 256),
+                            device=device, amp=amp)
+    scores = class_scores(logits, class_groups)
+    k = min(5, scores.shape[1])
+    topk = scores.topk(k, dim=1).indices
+    top1 = (topk[:, 0] == labels).numpy().astype(np.float64)
+    rows = [{"dataset": dataset, "variant": "", "metric": "top1", "item": s.item, "value": v}
+            for s, v in zip(samples, top1)]
+    if scores.shape[1] >= 5:
+        top5 = (topk == labels[:, None]).any(dim=1).numpy().astype(np.float64)
+        rows += [{"dataset": dataset, "variant": "", "metric": "top5", "item": s.item, "value": v}
+                 for s, v in zip(samples, top5)]
+    return task_frame(rows)

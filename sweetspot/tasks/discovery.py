@@ -1,0 +1,119 @@
+"""The discovery task: unsupervised single-object discovery with LOST, scored by CorLoc.
+
+Per image (item = sample id) and variant: `corloc` (0/1), `iou` (best box IoU with any gt
+box) and, when the sample has an object mask, `mask_iou`. Variants: `lost` on the model's
+features; as baselines `center_box` (a fixed centred box) and `random_init` (LOST on the
+same architecture untrained), which tell what the features add over a prior on where
+objects are and over the architecture alone. One forward pass per image and model, in fp32
+(no autocast: LOST depends on the signs of small affinities).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..contract import task_frame
+from ..data.samples import Sample, stack_images
+from ..features import AUTO, patch_features
+from ..metrics.lost import corloc_hits, lost, mask_iou, upsample_grid_mask
+from ..models import family
+
+log = logging.getLogger(__name__)
+
+
+def discover(model: torch.nn.Module, x: torch.Tensor, *, k_patches: int = 100,
+             layer: str = AUTO) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """LOST boxes (N, 4) in pixels, grid component masks (N, h, w) and the layer read, for a batch x.
+
+    CNN feature maps are standardised per image over all cells and channels first (a fresh
+    LayerNorm over (P, C), as the LOST code does for ResNet and VGG): ReLU features are
+    non-negative, so without centring every affinity is positive and LOST has no signal.
+    """
+    feats, grid, used = patch_features(model, x, layer)
+    if family(model) == "cnn":
+        feats = F.layer_norm(feats, feats.shape[1:])
+    boxes, _, masks = lost(feats, grid, tuple(x.shape[-2:]), k=k_patches)
+    return boxes, masks, used
+
+
+def center_box(image_size: tuple[int, int], fraction: float) -> np.ndarray:
+    """A box (4,) x0, y0, x1, y1 centred in the image, spanning `fraction` of its height and width."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"center_box_fraction must be in (0, 1], got {fraction}")
+    height, width = image_size
+    bw, bh = width * fraction, height * fraction
+    x0, y0 = (width - bw) / 2, (height - bh) / 2
+    return np.array([x0, y0, x0 + bw, y0 + bh], dtype=np.float64)
+
+
+def box_mask(box: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Bool pixel mask (H, W) of the pixels whose centre lies inside the box."""
+    x0, y0, x1, y1 = box
+    ys = np.arange(image_size[0]) + 0.5
+    xs = np.arange(image_size[1]) + 0.5
+    return ((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]
+
+
+def evaluate(model: torch.nn.Module, samples: Sequence[Sample], dataset: str, cfg: Mapping[str, Any], *,
+             preprocess: Callable[..., torch.Tensor], device: torch.device | str,
+             baseline_model: torch.nn.Module | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Score the first cfg["n_images"] samples; returns the task frame and the items skipped (no gt box).
+
+    cfg: n_images, k_patches (100), feature_layer ("auto"), batch_size (64),
+    baselines (false), center_box_fraction (needed with baselines). Models are put in eval mode.
+    """
+    n_images = cfg.get("n_images")
+    chosen = list(samples)[: None if n_images is None else int(n_images)]
+    scored = [s for s in chosen if s.boxes is not None and len(s.boxes) > 0]
+    skipped = [s.item for s in chosen if s.boxes is None or len(s.boxes) == 0]
+    if skipped:
+        log.warning("%s: %d of %d images have no gt box and are skipped (e.g. %s)",
+                    dataset, len(skipped), len(chosen), skipped[0])
+    k_patches = int(cfg.get("k_patches", 100))
+    layer = cfg.get("feature_layer") or AUTO
+    batch_size = int(cfg.get("batch_size", 64))
+    baselines = bool(cfg.get("baselines", False))
+    fraction = float(cfg["center_box_fraction"]) if baselines else None
+
+    variants = {"lost": model}
+    if baselines and baseline_model is not None:
+        variants["random_init"] = baseline_model
+    for m in variants.values():
+        m.eval()
+
+    rows: list[dict[str, Any]] = []
+    layers_used: set[str] = set()
+    for start in range(0, len(scored), batch_size):
+        batch = scored[start : start + batch_size]
+        x = preprocess(stack_images(batch), device)
+        image_size = (int(x.shape[-2]), int(x.shape[-1]))
+        for variant, m in variants.items():
+            boxes, grid_masks, used = discover(m, x, k_patches=k_patches, layer=layer)
+            layers_used.add(used)
+            pixel_masks = [upsample_grid_mask(g, image_size) for g in grid_masks.numpy()]
+            rows += _score(dataset, variant, batch, boxes.numpy(), pixel_masks)
+        if baselines:
+            box = center_box(image_size, fraction)
+            rows += _score(dataset, "center_box", batch, np.tile(box, (len(batch), 1)),
+                           [box_mask(box, image_size)] * len(batch))
+    log.info("%s: LOST on %s features, %d images", dataset, ", ".join(sorted(layers_used)) or "no", len(scored))
+    return task_frame(rows), skipped
+
+
+def _score(dataset: str, variant: str, batch: Sequence[Sample], boxes: np.ndarray,
+           pixel_masks: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+    hits, ious = corloc_hits(torch.from_numpy(boxes), [s.boxes for s in batch])
+    rows = []
+    for sample, hit, iou, pred_mask in zip(batch, hits.tolist(), ious.tolist(), pixel_masks):
+        base = {"dataset": dataset, "variant": variant, "item": sample.item}
+        rows.append({**base, "metric": "corloc", "value": hit})
+        rows.append({**base, "metric": "iou", "value": iou})
+        if sample.mask is not None:
+            rows.append({**base, "metric": "mask_iou", "value": mask_iou(pred_mask, sample.mask, sample.ignore)})
+    return rows

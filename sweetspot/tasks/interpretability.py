@@ -1,0 +1,114 @@
+"""The interpretability task: do attribution maps fall on the object, and are they faithful?
+
+Per image (item = sample id) and attribution method (variant): rma, rra, pointing_game
+against the sample's object mask, deletion_auc and insertion_auc, and the map flags
+flag_zero_map / flag_nonfinite_map (sweetspot.metrics.localization has the definitions and
+the conventions for ties and degenerate maps). Methods that do not apply to the model's
+family are left out with a log line; images without an object mask are not scored and
+their ids are returned beside the frame, so the caller can count them.
+
+All methods of a batch explain the same targets, from one forward pass. Attributions run
+in float32 (no autocast): gradients of small models in bf16 are mostly rounding.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..attributions import applicable, attribute, choose_targets
+from ..contract import task_frame
+from ..data.samples import Sample, stack_images
+from ..metrics.localization import deletion_auc, insertion_auc, localization_scores
+from ..models import Preprocess, family
+
+log = logging.getLogger(__name__)
+
+
+def _methods(model: torch.nn.Module, cfg: Mapping[str, Any]) -> list[str]:
+    fam = family(model)
+    methods = [m for m in cfg["methods"] if applicable(m, fam)]
+    left_out = [m for m in cfg["methods"] if m not in methods]
+    if left_out:
+        log.info("attribution methods %s do not apply to a %s model; skipped", left_out, fam)
+    return methods
+
+
+def _batches(samples: Sequence[Sample], size: int) -> list[Sequence[Sample]]:
+    return [samples[i:i + size] for i in range(0, len(samples), size)]
+
+
+def _targets(model: torch.nn.Module, x: torch.Tensor, samples: Sequence[Sample], cfg: Mapping[str, Any],
+             class_groups: Sequence[Sequence[int]] | None) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(x).float()
+    return choose_targets(logits, [s.label for s in samples], cfg["target"], class_groups)
+
+
+def _ground_truth(batch: Sequence[Sample], image_hw: tuple[int, int], dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    for s in batch:
+        for name, array in (("mask", s.mask), ("ignore", s.ignore)):
+            if array is not None and array.shape != image_hw:
+                raise ValueError(f"{dataset}/{s.item}: {name} has shape {array.shape} but the model input is "
+                                 f"{image_hw}; resize masks with the images")
+    masks = np.stack([s.mask.astype(bool) for s in batch])
+    ignore = np.stack([np.zeros(image_hw, bool) if s.ignore is None else s.ignore.astype(bool) for s in batch])
+    return masks, ignore
+
+
+def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: Mapping[str, Any], *,
+             preprocess: Preprocess, device: torch.device,
+             class_groups: Sequence[Sequence[int]] | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Score the first cfg["n_images"] samples; return the task frame and the ids of samples
+    skipped for lack of a (non-empty) object mask.
+
+    cfg: methods, n_images, target, pooling, ig_steps, smoothgrad_samples, smoothgrad_stdev,
+    deletion_steps and optionally batch_size (32), seed, ig_internal_batch_size, gradcam_layer.
+    """
+    chosen = samples[: int(cfg["n_images"])]
+    scored = [s for s in chosen if s.mask is not None and s.mask.any()]
+    skipped = [s.item for s in chosen if s.mask is None or not s.mask.any()]
+    if skipped:
+        log.info("%s: %d of %d images have no object mask and are not scored", dataset, len(skipped), len(chosen))
+    methods = _methods(model, cfg)
+    batch_size = int(cfg.get("batch_size", 32))
+    steps = int(cfg["deletion_steps"])
+    rows: list[dict[str, Any]] = []
+    for batch in _batches(scored, batch_size):
+        x = preprocess(stack_images(list(batch)), device)
+        targets = _targets(model, x, batch, cfg, class_groups)
+        masks, ignore = _ground_truth(batch, tuple(x.shape[-2:]), dataset)
+        for method in methods:
+            maps = attribute(model, x, targets, method, cfg)
+            scores = localization_scores(maps, masks, ignore)
+            scores["deletion_auc"] = deletion_auc(model, x, maps, targets, steps=steps, batch_size=batch_size)
+            scores["insertion_auc"] = insertion_auc(model, x, maps, targets, steps=steps, batch_size=batch_size)
+            for metric, values in scores.items():
+                rows += [{"dataset": dataset, "variant": method, "metric": metric, "item": s.item, "value": float(v)}
+                         for s, v in zip(batch, values)]
+    return task_frame(rows), skipped
+
+
+def normalise_per_image(maps: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Maps (k, H, W) rescaled to [0, 1] per image; non-finite pixels count as 0, constant maps become 0."""
+    maps = np.nan_to_num(np.asarray(maps.cpu() if isinstance(maps, torch.Tensor) else maps, dtype=np.float64),
+                         nan=0.0, posinf=0.0, neginf=0.0)
+    low = maps.min(axis=(1, 2), keepdims=True)
+    span = maps.max(axis=(1, 2), keepdims=True) - low
+    return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+
+
+def gallery_maps(model: torch.nn.Module, samples: list[Sample], cfg: Mapping[str, Any], *,
+                 preprocess: Preprocess, device: torch.device,
+                 class_groups: Sequence[Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+    """Per applicable method, maps (k, H, W) float32 in [0, 1] of the first cfg["gallery_images"] samples."""
+    chosen = list(samples[: int(cfg["gallery_images"])])
+    if not chosen:
+        return {}
+    x = preprocess(stack_images(chosen), device)
+    targets = _targets(model, x, chosen, cfg, class_groups)
+    return {method: normalise_per_image(attribute(model, x, targets, method, cfg)) for method in _methods(model, cfg)}

@@ -1,0 +1,70 @@
+"""The config is checked before any job starts, with messages that name the field and the fix."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from sweetspot import config as study
+from conftest import ROOT, SCHEMA, run_snakemake, write_study
+
+
+def check(cfg):
+    study.check(cfg, SCHEMA, source="test.yaml")
+
+
+def test_default_and_presets_are_valid(default_config):
+    check(default_config)
+    for preset in sorted((ROOT / "presets").glob("*.yaml")):
+        check(yaml.safe_load(preset.read_text()))
+
+
+@pytest.mark.parametrize("mutate, expected", [
+    (lambda c: c["dense"].update(epoch=3), "dense.epoch: unknown key; did you mean 'epochs'?"),
+    (lambda c: c.update(pruningg=c.pop("pruning")), "did you mean 'pruning'?"),
+    (lambda c: c["pruning"]["sparsities"].append(1.2), "pruning.sparsities[5]: 1.2 is greater than or equal to the maximum of 1"),
+    (lambda c: c["pruning"]["sparsities"].append(-0.1), "pruning.sparsities[5]: -0.1 is less than the minimum of 0"),
+    (lambda c: c["pruning"]["sparsities"].append(0.50001), "pruning.sparsities: 0.5 is listed twice"),
+    (lambda c: c["dense"].update(epochs="ten"), "dense.epochs: 'ten' is not of type 'integer'"),
+    (lambda c: c["architectures"]["vit"].update(timm="vit_tiny_patch16_2244"), "did you mean vit_tiny_patch16_224"),
+    (lambda c: c.pop("seeds"), "'seeds' is a required property"),
+    (lambda c: c["pruning"].update(methods=[]), "pruning.methods: the grid is empty"),
+    (lambda c: c["tasks"]["accuracy"].update(datasets=[]), "tasks.accuracy.datasets: list at least one dataset"),
+    (lambda c: c["architectures"]["vit"].update(weights="file"), "architectures.vit.weights_path: required"),
+])
+def test_bad_config_is_refused_with_the_field_named(default_config, mutate, expected):
+    cfg = copy.deepcopy(default_config)
+    mutate(cfg)
+    with pytest.raises(study.ConfigError) as err:
+        check(cfg)
+    assert expected in str(err.value)
+    assert "test.yaml" in str(err.value)
+
+
+def test_sparsity_labels_and_imp_chain(default_config):
+    assert study.sparsity_label(0.5) == "0.5"
+    assert study.sparsity_label(0.59049999) == "0.5905"
+    assert study.imp_parent(default_config, "0.5") is None
+    assert study.imp_parent(default_config, "0.8") == "0.7"
+    grid = study.checkpoints(default_config)
+    assert len(grid) == 2 * (1 + 4 * 5)
+    assert ("resnet", "dense", "0", 0) in grid
+
+
+def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path, tiny_config):
+    tiny_config["pruning"]["sparsities"] = [0.5, 1.2]
+    workdir = write_study(tmp_path, tiny_config)
+    proc = run_snakemake(workdir, "-n", check=False)
+    assert proc.returncode != 0
+    assert "pruning.sparsities[1]" in proc.stdout + proc.stderr
+    assert not (workdir / "results").exists() and not (workdir / "data").exists()
+
+
+def test_paper_preset_lists_the_whole_study_without_data(tmp_path):
+    proc = run_snakemake(ROOT, "-n", "--configfile", str(ROOT / "presets" / "paper.yaml"),
+                         "--directory", str(tmp_path), "--snakefile", str(ROOT / "Snakefile"))
+    counts = " ".join(proc.stdout.split())
+    # 3 architectures x (dense + 2 methods x 14 levels) checkpoints, each evaluated once
+    assert "dense 3" in counts and "prune 84" in counts and "evaluate 87" in counts

@@ -1,0 +1,68 @@
+# Config checks, the grid and path helpers shared by every rule file.
+
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+sys.path.insert(0, workflow.basedir)  # the library beside the Snakefile, also without pip install
+
+from sweetspot import config as study
+
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+study.check(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml",
+            source=", ".join(map(str, workflow.overwrite_configfiles or workflow.configfiles)) or "config")
+validate(config, SCHEMA)  # fills schema defaults
+
+RESULTS = config["results"]
+DATA = config["data_dir"]
+ARCHS = list(config["architectures"])
+METHODS = list(config["pruning"]["methods"])
+SPARSITIES = [study.sparsity_label(s) for s in sorted(config["pruning"]["sparsities"])]
+SEEDS = list(config["seeds"])
+TASKS = list(config["tasks"])
+CHECKPOINTS = study.checkpoints(config)
+
+
+wildcard_constraints:
+    arch="|".join(map(str, ARCHS)),
+    method="dense|magnitude|imp|snip|random",
+    sparsity=r"0|0\.\d+",
+    seed=r"\d+",
+
+
+def res(rule_name):
+    """A rule's threads and resources from the config (resources.<rule> over .default)."""
+    return study.resources(config, rule_name)
+
+
+def data_inputs(wildcards=None):
+    """The generated benchmark a job reads (real data is checked by the job itself)."""
+    if config["benchmark"] == "synthetic":
+        return [f"{DATA}/synthetic/MANIFEST.json"]
+    return []
+
+
+def checkpoint_path(arch, method, sparsity, seed):
+    if method == "dense":
+        return f"{RESULTS}/models/{arch}/dense/seed{seed}.safetensors"
+    return f"{RESULTS}/models/{arch}/{method}/{sparsity}/seed{seed}.safetensors"
+
+
+def metrics_path(task, arch, method, sparsity, seed):
+    return f"{RESULTS}/metrics/{task}/{arch}/{method}/{sparsity}/seed{seed}.parquet"
+
+
+def all_metrics():
+    return [metrics_path(t, *c) for t in TASKS for c in CHECKPOINTS]
+
+
+def final_targets():
+    targets = [
+        f"{RESULTS}/metrics.parquet",
+        f"{RESULTS}/sweet_spots.csv",
+        f"{RESULTS}/sweet_spots.md",
+        f"{RESULTS}/summary.md",
+    ]
+    targets += plot_targets()
+    return targets

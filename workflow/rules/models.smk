@@ -1,0 +1,64 @@
+# Dense models and their pruned descendants. IMP levels form a chain: each starts from the
+# previous configured level; every other method starts from the dense model (SNIP from its
+# initialisation, which the seed reproduces).
+
+
+def prune_start(wildcards):
+    if wildcards.method == "snip":
+        return []
+    parent = study.imp_parent(config, wildcards.sparsity) if wildcards.method == "imp" else None
+    if parent is None:
+        return checkpoint_path(wildcards.arch, "dense", "0", wildcards.seed)
+    return checkpoint_path(wildcards.arch, "imp", parent, wildcards.seed)
+
+
+rule dense:
+    input:
+        data_inputs,
+    output:
+        f"{RESULTS}/models/{{arch}}/dense/seed{{seed}}.safetensors",
+    params:
+        arch=lambda wc: config["architectures"][wc.arch],
+        dense=config["dense"],
+    log:
+        f"{RESULTS}/logs/dense/{{arch}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/dense/{{arch}}/seed{{seed}}.tsv"
+    threads: res("dense")["threads"]
+    resources:
+        mem_mb=res("dense")["mem_mb"],
+        runtime=res("dense")["runtime"],
+        gpu=res("dense")["gpu"],
+    conda:
+        "../../envs/sweetspot.yaml"
+    script:
+        "../scripts/dense.py"
+
+
+rule prune:
+    input:
+        data=data_inputs,
+        start=prune_start,
+    output:
+        f"{RESULTS}/models/{{arch}}/{{method}}/{{sparsity}}/seed{{seed}}.safetensors",
+    wildcard_constraints:
+        method="magnitude|imp|snip|random",
+    params:
+        arch=lambda wc: config["architectures"][wc.arch],
+        exclude=config["pruning"]["exclude"],
+        recovery=config["pruning"]["recovery"],
+        snip=lambda wc: config["pruning"]["snip"] if wc.method == "snip" else {},
+        dense=lambda wc: config["dense"] if wc.method == "snip" or config["pruning"]["recovery"]["mode"] == "finetune" else {},
+    log:
+        f"{RESULTS}/logs/prune/{{arch}}/{{method}}/{{sparsity}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prune/{{arch}}/{{method}}/{{sparsity}}/seed{{seed}}.tsv"
+    threads: res("prune")["threads"]
+    resources:
+        mem_mb=res("prune")["mem_mb"],
+        runtime=res("prune")["runtime"],
+        gpu=res("prune")["gpu"],
+    conda:
+        "../../envs/sweetspot.yaml"
+    script:
+        "../scripts/prune.py"
