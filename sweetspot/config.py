@@ -17,6 +17,12 @@ import yaml
 from .contract import TASKS
 
 
+# Evaluation datasets whose labels are the 16 model-vs-human categories, with the human
+# experiment whose trials they join.
+HUMAN_EXPERIMENTS = {"geirhos16-cue-conflict": "cue-conflict", "geirhos16-edge": "edge",
+                     "geirhos16-silhouette": "silhouette"}
+
+
 class ConfigError(ValueError):
     """A config that cannot run; the message names the field and the fix."""
 
@@ -130,6 +136,11 @@ def resources(config: Mapping, rule: str) -> dict[str, Any]:
     res.update(config.get("resources", {}).get("default", {}))
     res.update(config.get("resources", {}).get(rule, {}))
     return res
+
+
+def schedule(config: Mapping, arch: str) -> dict[str, Any]:
+    """An architecture's training schedule: `dense` with its own `train` entries on top."""
+    return {**config["dense"], **(config["architectures"][arch].get("train") or {})}
 
 
 def checkpoints(config: Mapping) -> list[tuple[str, str, str, int]]:

@@ -85,10 +85,10 @@ def _sidecar(config: Mapping, arch: str, method: str, sparsity: float, seed: int
     }
 
 
-def _train_kwargs(config: Mapping, device: torch.device, seed: int) -> dict[str, Any]:
-    dense = config["dense"]
-    return dict(batch_size=dense["batch_size"], weight_decay=dense["weight_decay"],
-                label_smoothing=dense["label_smoothing"], augment=dense.get("augment", True),
+def _train_kwargs(config: Mapping, arch: str, device: torch.device, seed: int) -> dict[str, Any]:
+    plan = cfgmod.schedule(config, arch)
+    return dict(batch_size=plan["batch_size"], weight_decay=plan["weight_decay"],
+                label_smoothing=plan["label_smoothing"], augment=plan.get("augment", True),
                 seed=seed, device=device, amp=config.get("amp", True))
 
 
@@ -105,8 +105,9 @@ def dense_job(config: Mapping, arch: str, seed: int, out: str | Path, threads: i
         preprocess = models.preprocess_for(model, arch_cfg, cfgmod.image_size(config))
         log.info("training %s (%s) from scratch: %d images, %d classes, seed %d, device %s",
                  arch, arch_cfg["timm"], len(images), len(classes), seed, device)
-        history = training.train(model, images, labels, preprocess=preprocess, epochs=config["dense"]["epochs"],
-                                 lr=config["dense"]["lr"], **_train_kwargs(config, device, seed))
+        plan = cfgmod.schedule(config, arch)
+        history = training.train(model, images, labels, preprocess=preprocess, epochs=plan["epochs"],
+                                 lr=plan["lr"], **_train_kwargs(config, arch, device, seed))
         extra.update(classes=list(classes), train_history=history)
     else:
         model = weights.pretrained(arch_cfg, _num_classes(config, arch_cfg))
@@ -115,10 +116,10 @@ def dense_job(config: Mapping, arch: str, seed: int, out: str | Path, threads: i
     models.save_checkpoint(out, model.cpu(), _sidecar(config, arch, "dense", 0.0, seed, model, None, extra))
 
 
-def _snip_batches(config: Mapping, images: np.ndarray, labels: np.ndarray, preprocess, device, seed: int):
+def _snip_batches(config: Mapping, arch: str, images: np.ndarray, labels: np.ndarray, preprocess, device, seed: int):
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(images))
-    bs = config["dense"]["batch_size"]
+    bs = cfgmod.schedule(config, arch)["batch_size"]
     for b in range(config["pruning"].get("snip", {}).get("batches", 1)):
         idx = order[b * bs:(b + 1) * bs]
         if len(idx) == 0:
@@ -143,13 +144,15 @@ def prune_job(config: Mapping, arch: str, method: str, sparsity: str, seed: int,
         images, labels, _, _ = _train_split(config)
         model = models.create(arch_cfg, num_classes).to(device)
         preprocess = models.preprocess_for(model, arch_cfg, size)
-        batches = list(_snip_batches(config, images, labels, preprocess, device, seed))
+        batches = list(_snip_batches(config, arch, images, labels, preprocess, device, seed))
         pruning.prune(model, "snip", target, exclude=exclude, batches=batches,
                       loss_fn=torch.nn.functional.cross_entropy)
-        epochs = config["pruning"].get("snip", {}).get("epochs", config["dense"]["epochs"])
+        plan = cfgmod.schedule(config, arch)
+        fraction = config["pruning"].get("snip", {}).get("epochs_fraction", 1.0)
+        epochs = max(1, round(fraction * plan["epochs"]))
         log.info("SNIP at initialisation to %.4f, then %d epochs of training", target, epochs)
-        training.train(model, images, labels, preprocess=preprocess, epochs=epochs, lr=config["dense"]["lr"],
-                       **_train_kwargs(config, device, seed))
+        training.train(model, images, labels, preprocess=preprocess, epochs=epochs, lr=plan["lr"],
+                       **_train_kwargs(config, arch, device, seed))
         parent = None
     else:
         parent_sidecar = models.read_sidecar(start)
@@ -164,10 +167,10 @@ def prune_job(config: Mapping, arch: str, method: str, sparsity: str, seed: int,
             images, labels, _, _ = _train_split(config)
             # IMP with learning-rate rewinding: every level restarts the schedule (train() does).
             training.train(model, images, labels, preprocess=preprocess, epochs=recovery["epochs"],
-                           lr=recovery["lr"], **_train_kwargs(config, device, seed))
+                           lr=recovery["lr"], **_train_kwargs(config, arch, device, seed))
         elif mode == "bn":
             calib = _calibration_images(config, size)
-            training.bn_reestimate(model, calib, preprocess=preprocess, batch_size=config["dense"]["batch_size"],
+            training.bn_reestimate(model, calib, preprocess=preprocess, batch_size=cfgmod.schedule(config, arch)["batch_size"],
                                    device=device)
         parent = str(start)
     pruning.finalize(model)
@@ -207,9 +210,6 @@ def synthetic_job(config: Mapping, out: str | Path) -> None:
 
 # Alignment datasets that are made here from another dataset's images.
 DERIVED_DATASETS = {"synthetic-distortions": "synthetic-val"}
-# Datasets whose labels are the 16 model-vs-human categories, with their human experiment.
-HUMAN_EXPERIMENTS = {"geirhos16-cue-conflict": "cue-conflict", "geirhos16-edge": "edge",
-                     "geirhos16-silhouette": "silhouette"}
 
 
 class _EvalContext:
@@ -230,7 +230,7 @@ class _EvalContext:
 
     def class_groups(self, dataset: str) -> list[list[int]] | None:
         """ImageNet classifiers decide among the 16 categories by mean probability."""
-        if dataset not in HUMAN_EXPERIMENTS or self.model.num_classes == 16:
+        if dataset not in cfgmod.HUMAN_EXPERIMENTS or self.model.num_classes == 16:
             return None
         from .data import geirhos
 
@@ -239,11 +239,11 @@ class _EvalContext:
         return [groups[name] for name in geirhos.CATEGORIES]
 
     def trials(self, dataset: str):
-        if dataset not in HUMAN_EXPERIMENTS:
+        if dataset not in cfgmod.HUMAN_EXPERIMENTS:
             return None
         from .data import human_trials
 
-        return human_trials.load_trials(registry.dataset_path(self.config, "geirhos16"), HUMAN_EXPERIMENTS[dataset])
+        return human_trials.load_trials(registry.dataset_path(self.config, "geirhos16"), cfgmod.HUMAN_EXPERIMENTS[dataset])
 
 
 def _skip_rows(dataset: str, variant: str, items: list[str]):
@@ -394,3 +394,18 @@ def gallery_job(inputs: list[str], out: str | Path, title: str) -> None:
             maps.setdefault(method, {})[sparsity] = array
     gallery.render(images, maps, title, out)
 
+
+
+def human_reference_job(config: Mapping, experiments: list[str], out: str | Path) -> None:
+    """Human-to-human values per experiment and condition, the reference line for the model's."""
+    import pandas as pd
+
+    from .data import human_trials
+    from .metrics import human
+
+    root = registry.dataset_path(config, "geirhos16")
+    trials = pd.concat([human_trials.load_trials(root, e) for e in experiments], ignore_index=True)
+    reference = human.human_reference(trials)
+    with io.atomic_path(out) as tmp:
+        reference.to_csv(tmp, index=False)
+    log.info("human reference for %s: %d rows", ", ".join(experiments), len(reference))

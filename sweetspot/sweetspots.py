@@ -130,6 +130,9 @@ def markdown_table(table: pd.DataFrame) -> str:
     return shown.to_markdown(index=False)
 
 
+SUMMARY_PER_TASK = 3  # sentences per task and architecture; the table has the rest
+
+
 def summary(table: pd.DataFrame) -> str:
     """Plain-language markdown answer to "when does pruning benefit?", one section per arch."""
     lines = ["# When does pruning benefit?", ""]
@@ -148,11 +151,18 @@ def summary(table: pd.DataFrame) -> str:
         if wins.empty:
             lines.append(f"{arch}: no metric improves significantly over the dense model at any sparsity "
                          f"({len(rows)} curve{'s' if len(rows) != 1 else ''} tested).")
-        for row in wins.itertuples(index=False):
-            lines.append(f"- {arch}: {_sentence(row, n_comparisons)}")
+        for task, task_wins in wins.groupby("task", sort=True):
+            tested = int((rows["task"] == task).sum())
+            lines.append(f"**{task}**: {len(task_wins)} of {tested} curves gain significantly; "
+                         f"the strongest evidence:")
+            strongest = task_wins.sort_values(["p_holm", "p_value"], kind="stable").head(SUMMARY_PER_TASK)
+            for row in strongest.itertuples(index=False):
+                lines.append(f"- {_sentence(row, n_comparisons)}")
+            if len(task_wins) > SUMMARY_PER_TASK:
+                lines.append(f"- ... and {len(task_wins) - SUMMARY_PER_TASK} more in sweet_spots.md.")
+            lines.append("")
         weak = rows[rows["benefit"] & ~rows["benefit_holm"]]
         if len(weak):
-            lines.append("")
             lines.append(f"{len(weak)} further curve(s) of {arch} have an interval above zero before correction "
                          f"but not after: " + ", ".join(_name(r) for r in weak.itertuples(index=False)) + ".")
         lines.append("")

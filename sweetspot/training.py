@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 
 
 def _check_images(images: np.ndarray, labels: np.ndarray | None = None) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+    """`images` is a uint8 (N, H, W, 3) array, or an object that indexes like one (LazyImages)."""
+    shape = tuple(getattr(images, "shape", ()))
+    if getattr(images, "dtype", None) != np.uint8 or len(shape) != 4 or shape[-1] != 3:
         shape = getattr(images, "shape", None)
         dtype = getattr(images, "dtype", type(images).__name__)
         raise ValueError(f"images must be a uint8 numpy array of shape (N, H, W, 3); got {dtype} {shape}")

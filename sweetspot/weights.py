@@ -30,7 +30,10 @@ def pretrained(arch_cfg: Mapping[str, Any], num_classes: int) -> torch.nn.Module
         model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
     elif source == "file":
         model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-        path = Path(arch_cfg["weights_path"])
+        path = Path(arch_cfg["weights_path"]).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"architectures.*.weights_path: {path} does not exist (the architecture with "
+                                    f"timm: {name}); point it at a safetensors file of that architecture")
         load_into(model, load_state(path), f"architectures.*.weights_path {path}")
     elif source == "efficientnet_lite0_package":
         if name != PACKAGE_ARCH:

@@ -44,7 +44,7 @@ TINY = {
     "seeds": [0],
     "pruning": {"methods": ["magnitude", "imp", "snip", "random"], "sparsities": [0.5, 0.8],
                 "recovery": {"mode": "finetune", "epochs": 1, "lr": 0.001},
-                "snip": {"batches": 1, "epochs": 1}},
+                "snip": {"batches": 1}},
     "tasks": {
         "accuracy": {"datasets": ["synthetic-val"]},
         "interpretability": {"datasets": ["synthetic-val"], "n_images": 6, "ig_steps": 4,

@@ -321,3 +321,18 @@ def test_registry_errors_name_the_config_field(study, tmp_path, voc_root):
     voc = {**study, "datasets": {"voc12": str(voc_root)}}
     assert len(registry.load_eval("voc12-seg-val", voc, 16)) == 1
     assert len(registry.load_eval("voc12-trainval", voc, 16)) == 2
+
+
+def test_lazy_split_reads_the_same_pixels_on_demand(tmp_path):
+    from sweetspot.data import imagefolder
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((10, 12, 3), 40 * i + (cls == "b") * 7, np.uint8)).save(tmp_path / cls / f"{i}.png")
+    eager, labels, items, classes = imagefolder.load_split(tmp_path, 8)
+    lazy, lazy_labels, lazy_items, _ = imagefolder.lazy_split(tmp_path, 8)
+    assert len(lazy) == 6 and lazy.shape == eager.shape
+    assert (lazy[np.array([4, 0, 5])] == eager[[4, 0, 5]]).all()
+    assert (lazy[1:3] == eager[1:3]).all() and (lazy[2] == eager[2]).all()
+    assert (lazy_labels == labels).all() and lazy_items == items and classes == ["a", "b"]

@@ -1,13 +1,14 @@
 """Classification splits in the ImageFolder layout: <split_dir>/<class>/<image>.
 
-Used for the synthetic benchmark's train/val and for ImageNet-style class folders. The whole
-split is read into memory, which suits the benchmarks this runs on by default; the order is
-sorted and therefore the same on every machine.
+Used for the synthetic benchmark's train/val and for ImageNet-style class folders. Small
+splits are read into memory; splits too large for memory (ImageNet) are read on demand by
+LazyImages. The order is sorted and therefore the same on every machine.
 """
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -64,3 +65,37 @@ def load_split(
     for i, item in enumerate(items):
         images[i] = read_rgb(Path(split_dir) / item, size)
     return images, labels, items, classes
+
+
+class LazyImages:
+    """A read-on-demand stand-in for a (N, size, size, 3) uint8 array of image files.
+
+    Indexing with an int, a slice or an index array decodes just those images (in a thread
+    pool: PIL releases the GIL while decoding), so a training loop over ImageNet holds one
+    batch in memory instead of the whole split.
+    """
+
+    def __init__(self, paths: Sequence[Path], size: int, workers: int | None = None):
+        self.paths = list(paths)
+        self.size = size
+        self.shape = (len(self.paths), size, size, 3)
+        self.dtype = np.dtype(np.uint8)
+        self._pool = ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index) -> np.ndarray:
+        picked = np.arange(len(self.paths))[index]
+        if np.ndim(picked) == 0:
+            return read_rgb(self.paths[int(picked)], self.size)
+        images = list(self._pool.map(lambda i: read_rgb(self.paths[i], self.size), picked.tolist()))
+        return np.stack(images) if images else np.empty((0, self.size, self.size, 3), np.uint8)
+
+
+def lazy_split(
+    split_dir: str | os.PathLike, size: int, classes: Sequence[str] | None = None
+) -> tuple[LazyImages, np.ndarray, list[str], list[str]]:
+    """Like load_split, but the images are read only when indexed."""
+    items, labels, classes = list_split(split_dir, classes)
+    return LazyImages([Path(split_dir) / item for item in items], size), labels, items, classes

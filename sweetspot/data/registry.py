@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import coco, geirhos, imagefolder, synthetic, voc
+from . import coco, geirhos, imagefolder, modelvshuman, synthetic, voc
 from .samples import Sample
 
 EVAL_DATASETS = (
@@ -25,7 +25,8 @@ EVAL_DATASETS = (
     "voc12-trainval",
     "voc12-seg-val",
     "coco20k",
-)
+    "imagenet-val",
+) + tuple(f"mvh-{name}" for name in modelvshuman.DATASETS)
 _HINTS = {
     "geirhos16": "the geirhos16 folder holding stimuli/ and categories.json",
     "voc07": "VOCdevkit/VOC2007",
@@ -34,6 +35,7 @@ _HINTS = {
     "coco20k.images": "COCO's train2014 image folder",
     "coco20k.names": "LOST's datasets/coco_20k_filenames.txt",
     "imagenet": "an ImageNet folder with train/ and val/ class folders",
+    "modelvshuman": "model-vs-human's datasets/ folder (one folder per dataset)",
 }
 
 
@@ -92,11 +94,15 @@ def load_eval(name: str, config: Mapping[str, Any], size: int, classes: Sequence
                                              dataset_path(config, "coco20k.images"),
                                              dataset_path(config, "coco20k.names"), size),
     }
+    for mvh in modelvshuman.DATASETS:
+        loaders[f"mvh-{mvh}"] = lambda mvh=mvh: modelvshuman.load_dataset(dataset_path(config, "modelvshuman"), mvh, size)
     for kind in geirhos.KINDS:
         loaders[f"geirhos16-{kind}"] = lambda kind=kind: geirhos.load_stimuli(dataset_path(config, "geirhos16"), kind, size)
     if name not in loaders:
         raise ValueError(f"unknown evaluation dataset {name!r}; choose one of {', '.join(EVAL_DATASETS)}")
-    if name.startswith("geirhos16"):
+    if name == "imagenet-val":
+        return _classification_samples(config, "val", size)
+    if name.startswith(("geirhos16", "mvh-")):
         _fixed_label_space(name, geirhos.CATEGORIES, classes)
     return loaders[name]()
 
@@ -110,10 +116,14 @@ def classification_split(config: Mapping[str, Any], split: str, size: int) -> tu
     folder = dataset_path(config, "imagenet") / split
     if not folder.is_dir():
         raise ValueError(f"{folder} does not exist; datasets.imagenet must hold {split}/ with one folder per class")
-    return imagefolder.load_split(folder, size)
+    return imagefolder.lazy_split(folder, size)
 
 
 def train_split(config: Mapping[str, Any], size: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
-    """The synthetic benchmark's train split: (uint8 images, int64 labels, items, classes)."""
-    root = synthetic_root(config)
-    return imagefolder.load_split(root / "train", size, synthetic.load_classes(root))
+    """The study's train split: (uint8 images, int64 labels, items, classes)."""
+    return classification_split(config, "train", size)
+
+
+def _classification_samples(config: Mapping[str, Any], split: str, size: int) -> list[Sample]:
+    images, labels, items, _ = classification_split(config, split, size)
+    return [Sample(item=item, image=images[i], label=int(labels[i])) for i, item in enumerate(items)]

@@ -137,6 +137,10 @@ def load_segmentation(
         if labels.shape != (height, width):
             raise DataError(f"{mask_path}: mask is {labels.shape[1]}x{labels.shape[0]} but its image {path} is "
                             f"{width}x{height}; the mask belongs to another image or was resized")
+        if (labels == VOID).any() and not ((labels > 0) & (labels < VOID)).any():
+            # A 0/255 binary mask would silently become "all void, no object": the image left unscored.
+            raise DataError(f"{mask_path}: only the values 0 and {VOID}, a binary mask? VOC labels objects "
+                            f"1..{VOID - 1} and {VOID} is the void band; save the object pixels as 1")
         xml_path = safe_join(voc_root / "Annotations", image_id + ".xml")
         objects = read_annotation(xml_path) if xml_path.is_file() else []
         if objects:

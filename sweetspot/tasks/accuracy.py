@@ -27,8 +27,9 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: d
     images = stack_images(samples)
     labels = torch.as_tensor([s.label for s in samples])
     if (labels < 0).any():
+        unlabelled = [s.item for s in samples if s.label < 0]
         raise ValueError(f"{dataset}: accuracy needs a label for every image; "
-                         f"{int((labels < 0).sum())} images have none")
+                         f"{len(unlabelled)} images have none (e.g. {unlabelled[0]})")
     logits = predict_logits(model, images, preprocess=preprocess, batch_size=cfg.get("batch_size", 256),
                             device=device, amp=amp)
     scores = class_scores(logits, class_groups)

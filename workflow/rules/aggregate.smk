@@ -1,7 +1,7 @@
 # Merge every task's Parquet, compute sweet spots with intervals, draw the figures.
 # These are small, quick jobs: on a cluster they run on the submitting node.
 
-localrules: aggregate, plots, gallery
+localrules: aggregate, plots, gallery, human_reference
 
 
 def plot_targets():
@@ -12,6 +12,12 @@ def plot_targets():
     if "interpretability" in TASKS and config["tasks"]["interpretability"].get("gallery_images", 4) > 0:
         targets += [f"{RESULTS}/plots/gallery/{arch}-{method}.png" for arch in ARCHS for method in METHODS]
     return targets
+
+
+# Alignment datasets with human trials get the human-to-human reference values beside the model's.
+HUMAN_EXPERIMENTS = sorted(
+    {study.HUMAN_EXPERIMENTS[d] for d in config["tasks"].get("alignment", {}).get("datasets", []) if d in study.HUMAN_EXPERIMENTS}
+)
 
 
 rule aggregate:
@@ -75,3 +81,16 @@ rule gallery:
         "../../envs/sweetspot.yaml"
     script:
         "../scripts/gallery.py"
+
+
+rule human_reference:
+    output:
+        report(f"{RESULTS}/human_reference.csv", caption="../report/human_reference.rst", category="Sweet spots"),
+    params:
+        experiments=HUMAN_EXPERIMENTS,
+    log:
+        f"{RESULTS}/logs/human_reference.log",
+    conda:
+        "../../envs/sweetspot.yaml"
+    script:
+        "../scripts/human_reference.py"

@@ -65,4 +65,6 @@ def final_targets():
         f"{RESULTS}/summary.md",
     ]
     targets += plot_targets()
+    if HUMAN_EXPERIMENTS:
+        targets.append(f"{RESULTS}/human_reference.csv")
     return targets

@@ -19,7 +19,7 @@ rule dense:
         f"{RESULTS}/models/{{arch}}/dense/seed{{seed}}.safetensors",
     params:
         arch=lambda wc: config["architectures"][wc.arch],
-        dense=config["dense"],
+        schedule=lambda wc: study.schedule(config, wc.arch),
     log:
         f"{RESULTS}/logs/dense/{{arch}}/seed{{seed}}.log",
     benchmark:
@@ -48,7 +48,7 @@ rule prune:
         exclude=config["pruning"]["exclude"],
         recovery=config["pruning"]["recovery"],
         snip=lambda wc: config["pruning"]["snip"] if wc.method == "snip" else {},
-        dense=lambda wc: config["dense"] if wc.method == "snip" or config["pruning"]["recovery"]["mode"] == "finetune" else {},
+        schedule=lambda wc: study.schedule(config, wc.arch) if wc.method == "snip" or config["pruning"]["recovery"]["mode"] == "finetune" else {},
     log:
         f"{RESULTS}/logs/prune/{{arch}}/{{method}}/{{sparsity}}/seed{{seed}}.log",
     benchmark:

@@ -1,0 +1,479 @@
+"""Evaluation speed near the compute bound, side by side with the per-image way (CPU).
+
+For every evaluation method and task (saliency, ig, ig_smoothgrad, gradcam, guided_gradcam,
+attention; deletion+insertion AUC; LOST discovery; accuracy and alignment forward) on the
+default architectures (timm test_resnet, test_vit img_size=48 patch_size=6, 48 px, batch 64)
+and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
+
+- ours: images per second of the library call (`attribute`, `deletion_auc` + `insertion_auc`,
+  `tasks.discovery.evaluate`, `tasks.accuracy.evaluate`, `tasks.alignment.evaluate`);
+- bound: images per second if the method cost nothing but its passes, each pass timed here
+  at the same batch size: fwd (inference_mode), fwd+bwd to the input, fwd+bwd to the Grad-CAM
+  layer only. Passes per batch: saliency 1 x in; gradcam 1 x layer; guided_gradcam
+  1 x layer + 1 x in (captum runs Grad-CAM and guided backprop separately); ig steps x in;
+  ig_smoothgrad samples x steps x in; attention 1 fwd; deletion+insertion (steps+1) x 2 fwd;
+  LOST 1 fwd (of the model LOST reads: the dilated one where the study dilates); accuracy and
+  alignment 1 fwd;
+- eff: bound time / our time (1 = at the bound; above 1 when the method does less than a
+  full pass, e.g. attention stops at forward_features);
+- paper: images per second done the paper's way: one image per call, a new captum object per
+  image, an extra forward pass for the prediction (LOST, accuracy and alignment: one image per
+  forward pass; deletion/insertion: one perturbed image per forward pass, as RISE's single run);
+- speedup: ours / paper, and max: the most batching could give, (paper's passes at batch 1) /
+  (our bound): where max is below a target, no implementation can reach it on this machine;
+- peak MB: the largest resident memory above the level before the call (psutil sampling every
+  2 ms; freed memory the allocator keeps shows up only once).
+
+The target class of the batched methods comes from one forward pass per batch shared by all
+methods of the interpretability task; it is timed once per case ("targets" row) and not
+charged to each method. Timings on a shared machine are noisy: every figure is the median of
+--repeats rounds, and each round times a method's bound passes right before the method, so
+`eff` compares numbers taken seconds apart. The load average is printed before and after.
+
+    PYTHONPATH=. python benchmarks/evaluation_speed.py [--threads 1] [--quick] [--repeats 3]
+        [--cases test_resnet test_vit resnet50] [--vit-depth N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import psutil
+import timm
+import torch
+import torch.nn.functional as F
+from captum.attr import GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
+
+from sweetspot import attributions as A
+from sweetspot.data.samples import Sample
+from sweetspot.metrics.localization import deletion_auc, insertion_auc, localization_scores
+from sweetspot.models import Preprocess, family
+from sweetspot.tasks import accuracy, alignment, discovery
+
+# The embedded study's settings (config.yaml); ResNet-50 keeps the paper's SmoothGrad samples
+# and noise (presets/paper.yaml) but 16 IG steps, so that one pass covers one image.
+TINY_SETTINGS = dict(pooling="l2sq", ig_steps=16, smoothgrad_samples=4, smoothgrad_stdev=0.15, deletion_steps=16,
+                     seed=0, target="predicted")
+RESNET50_SETTINGS = dict(TINY_SETTINGS, smoothgrad_samples=2, smoothgrad_stdev=1.0)
+
+
+@dataclass
+class Case:
+    label: str
+    timm_name: str
+    kwargs: dict[str, Any]
+    size: int
+    batch: int
+    num_classes: int
+    settings: dict[str, Any]
+    lost_kwargs: dict[str, Any] = field(default_factory=dict)  # the study dilates CNNs for LOST
+
+
+def cases(vit_depth: int | None) -> dict[str, Case]:
+    vit_kwargs = {"img_size": 48, "patch_size": 6, **({"depth": vit_depth} if vit_depth else {})}
+    return {
+        "test_resnet": Case("test_resnet", "test_resnet", {}, 48, 64, 8, TINY_SETTINGS, {"output_stride": 8}),
+        "test_vit": Case("test_vit", "test_vit", vit_kwargs, 48, 64, 8, TINY_SETTINGS),
+        "resnet50": Case("resnet50", "resnet50", {}, 224, 16, 1000, RESNET50_SETTINGS),
+    }
+
+
+# ---------------------------------------------------------------------------------------- timing
+
+def seconds_per_call(fn: Callable[[], object], min_seconds: float) -> float:
+    """Mean wall time of calls repeated until min_seconds have passed (at least one call)."""
+    calls, start = 0, time.perf_counter()
+    while calls == 0 or time.perf_counter() - start < min_seconds:
+        fn()
+        calls += 1
+    return (time.perf_counter() - start) / calls
+
+
+class PeakRSS:
+    """Largest resident set size above the level at entry, sampled by a thread every 2 ms."""
+
+    def __enter__(self) -> "PeakRSS":
+        self._process = psutil.Process()
+        self._base = self._process.memory_info().rss
+        self._peak = self._base
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self._process.memory_info().rss)
+        self.megabytes = (self._peak - self._base) / 2**20
+
+
+# ---------------------------------------------------------------------------------------- passes
+
+class Passes:
+    """One batch's forward / backward passes of a model, the units every bound is made of."""
+
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor):
+        self.model, self.x, self.targets = model, x, targets
+
+    def fwd(self) -> None:
+        with torch.inference_mode():
+            self.model(self.x)
+
+    def bwd_to_input(self) -> None:
+        x = self.x.detach().requires_grad_(True)
+        out = self.model(x).gather(1, self.targets[:, None]).sum()
+        torch.autograd.grad(out, x)
+
+    def bwd_to_layer(self) -> None:
+        """fwd + the backward pass from the target logits down to the Grad-CAM layer only."""
+        with A.gradcam_target(self.model, self.x) as layer:
+            captured: list[torch.Tensor] = []
+            handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+            try:
+                out = self.model(self.x).gather(1, self.targets[:, None]).sum()
+            finally:
+                handle.remove()
+            torch.autograd.grad(out, captured[-1])
+
+
+# -------------------------------------------------------------------------- the methods, two ways
+
+def batched_method(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str,
+                   cfg: dict[str, Any]) -> Callable[[], object]:
+    return lambda: A.attribute(model, x, targets, method, cfg)
+
+
+def paper_method(model: torch.nn.Module, x: torch.Tensor, method: str, cfg: dict[str, Any]) -> Callable[[], object]:
+    """One image per call, a new captum object per image, an extra forward pass for the prediction."""
+    steps, samples, stdev = int(cfg["ig_steps"]), int(cfg["smoothgrad_samples"]), float(cfg["smoothgrad_stdev"])
+
+    def run() -> object:
+        maps = []
+        with warnings.catch_warnings(), A.gradcam_target(model, x[:1]) as layer:
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+            for image in x.split(1):
+                target = int(model(image).argmax(1))
+                image = image.detach().clone().requires_grad_(True)
+                if method == "saliency":
+                    attr = Saliency(model).attribute(image, target=target, abs=False)
+                elif method == "ig":
+                    attr = IntegratedGradients(model).attribute(image, target=target, n_steps=steps)
+                elif method == "ig_smoothgrad":
+                    attr = NoiseTunnel(IntegratedGradients(model)).attribute(
+                        image, nt_type="smoothgrad", nt_samples=samples, stdevs=stdev, target=target, n_steps=steps)
+                elif method == "gradcam":
+                    cam = LayerGradCam(model, layer).attribute(image, target=target, relu_attributions=True)
+                    attr = LayerAttribution.interpolate(cam, tuple(image.shape[-2:]), "bilinear")
+                elif method == "guided_gradcam":
+                    attr = GuidedGradCam(model, layer).attribute(
+                        image, target=target, interpolate_mode="bilinear")
+                elif method == "attention":
+                    attr = A.attribute(model, image.detach(), torch.tensor([target]), "attention", cfg)
+                else:
+                    raise ValueError(method)
+                maps.append(attr.detach())
+        return maps
+    return run
+
+
+def faithfulness(model: torch.nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor,
+                 steps: int, batch: int) -> Callable[[], object]:
+    return lambda: (deletion_auc(model, x, maps, targets, steps=steps, batch_size=batch),
+                    insertion_auc(model, x, maps, targets, steps=steps, batch_size=batch))
+
+
+def faithfulness_paper(model: torch.nn.Module, x: torch.Tensor, maps: torch.Tensor, steps: int) -> Callable[[], object]:
+    def run() -> object:
+        out = []
+        for i in range(len(x)):
+            with torch.no_grad():
+                target = model(x[i:i + 1]).argmax(1)
+            out.append(faithfulness(model, x[i:i + 1], maps[i:i + 1], target, steps, 1)())
+        return out
+    return run
+
+
+# ---------------------------------------------------------------------------------------- report
+
+@dataclass
+class Row:
+    case: str
+    name: str
+    n: int
+    ours_s: float
+    bound_s: float | None
+    efficiency: float | None
+    paper_s: float | None = None
+    paper_n: int = 0
+    paper_bound_s: float | None = None
+    ours_mb: float = float("nan")
+    paper_mb: float = float("nan")
+    passes: str = ""
+
+    @property
+    def speedup(self) -> float | None:
+        return None if self.paper_s is None else (self.n / self.ours_s) / (self.paper_n / self.paper_s)
+
+    @property
+    def max_speedup(self) -> float | None:
+        if self.paper_bound_s is None or self.bound_s is None:
+            return None
+        return (self.paper_bound_s / self.paper_n) / (self.bound_s / self.n)
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None or not np.isfinite(value) else format(value, spec)
+
+
+HEADER = (f"{'case':12s} {'method/task':22s} {'n':>4s} {'ours/s':>9s} {'bound/s':>9s} {'eff':>5s} "
+          f"{'paper/s':>9s} {'speedup':>7s} {'max':>6s} {'MB ours':>8s} {'MB paper':>8s}  passes per batch")
+
+
+def print_row(r: Row) -> None:
+    bound_rate = None if r.bound_s is None else r.n / r.bound_s
+    paper_rate = None if r.paper_s is None else r.paper_n / r.paper_s
+    print(f"{r.case:12s} {r.name:22s} {r.n:4d} {r.n / r.ours_s:9.2f} {fmt(bound_rate, '9.2f'):>9s} "
+          f"{fmt(r.efficiency, '5.2f'):>5s} {fmt(paper_rate, '9.2f'):>9s} {fmt(r.speedup, '7.1f'):>7s} "
+          f"{fmt(r.max_speedup, '6.1f'):>6s} {fmt(r.ours_mb, '8.0f'):>8s} {fmt(r.paper_mb, '8.0f'):>8s}  {r.passes}",
+          flush=True)
+
+
+# ------------------------------------------------------------------------------------- measuring
+
+class Bench:
+    def __init__(self, repeats: int, min_seconds: float):
+        self.repeats, self.min_seconds = repeats, min_seconds
+
+    def measure(self, case: str, name: str, n: int, ours: Callable[[], object], bound: Callable[[], float] | None,
+                paper: Callable[[], object] | None = None, paper_n: int = 0,
+                paper_bound: Callable[[], float] | None = None, passes: str = "") -> Row:
+        """Median over rounds of: the bound (seconds, from freshly timed passes), ours, the paper's way."""
+        ours()  # warm-up: kernels for this shape, captum's first-call set-up
+        ours_t, bound_t, eff, paper_t, paper_bound_t = [], [], [], [], []
+        ours_mb = paper_mb = float("nan")
+        for round_ in range(self.repeats):
+            if bound is not None:
+                bound_t.append(bound())
+            if round_ == 0:
+                with PeakRSS() as peak:
+                    ours_t.append(seconds_per_call(ours, self.min_seconds))
+                ours_mb = peak.megabytes
+            else:
+                ours_t.append(seconds_per_call(ours, self.min_seconds))
+            if bound is not None:
+                eff.append(bound_t[-1] / ours_t[-1])
+            if paper is not None:
+                if round_ == 0:
+                    paper()  # warm-up at batch 1
+                    with PeakRSS() as peak:
+                        paper_t.append(seconds_per_call(paper, self.min_seconds))
+                    paper_mb = peak.megabytes
+                else:
+                    paper_t.append(seconds_per_call(paper, self.min_seconds))
+                if paper_bound is not None:
+                    paper_bound_t.append(paper_bound())
+        med = statistics.median
+        row = Row(case, name, n, med(ours_t), med(bound_t) if bound_t else None, med(eff) if eff else None,
+                  med(paper_t) if paper_t else None, paper_n, med(paper_bound_t) if paper_bound_t else None,
+                  ours_mb, paper_mb, passes)
+        print_row(row)
+        return row
+
+
+def images(case: Case, n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, case.size, case.size, 3), dtype=np.uint8)
+
+
+def samples_of(case: Case, n: int) -> list[Sample]:
+    s, rng = case.size, np.random.default_rng(1)
+    mask = np.zeros((s, s), bool)
+    mask[s // 4: 3 * s // 4, s // 4: 3 * s // 4] = True
+    return [Sample(item=f"img{i:04d}", image=image, label=int(rng.integers(case.num_classes)), mask=mask,
+                   boxes=np.array([[s / 4, s / 4, 3 * s / 4, 3 * s / 4]]),
+                   texture_label=int(rng.integers(case.num_classes)))
+            for i, image in enumerate(images(case, n))]
+
+
+def run_case(case: Case, bench: Bench, quick: bool, methods: list[str]) -> list[Row]:
+    torch.manual_seed(0)
+    model = timm.create_model(case.timm_name, pretrained=False, num_classes=case.num_classes, **case.kwargs).eval()
+    preprocess = Preprocess(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), image_size=case.size)
+    B = case.batch
+    x = preprocess(images(case, B))
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+    cfg = dict(case.settings, ig_internal_batch_size=B)
+    fam = family(model)
+    small = case.size <= 64
+    paper_n = (min(B, 16) if small else 2) if not quick else (8 if small else 1)
+    rows: list[Row] = []
+
+    full = Passes(model, x, targets)
+    one = Passes(model, x[:1], targets[:1])
+    unit = {"fwd": (full.fwd, one.fwd), "in": (full.bwd_to_input, one.bwd_to_input),
+            "layer": (full.bwd_to_layer, one.bwd_to_layer)}
+    for fn in (*unit["fwd"], *unit["in"], *unit["layer"]):
+        fn()  # warm-up at batch B and 1
+
+    def bound(parts: dict[str, float]) -> Callable[[], float]:
+        """Seconds of the given number of batch-B passes of each kind, timed now."""
+        return lambda: sum(k * seconds_per_call(unit[kind][0], bench.min_seconds) for kind, k in parts.items())
+
+    def paper_bound(parts: dict[str, float]) -> Callable[[], float]:
+        """Seconds of the paper's passes for paper_n images at batch 1."""
+        return lambda: paper_n * sum(k * seconds_per_call(unit[kind][1], bench.min_seconds)
+                                     for kind, k in parts.items())
+
+    rows.append(bench.measure(case.label, "targets (shared fwd)", B, full.fwd, bound({"fwd": 1}), passes="1 fwd"))
+
+    steps, samples = int(cfg["ig_steps"]), int(cfg["smoothgrad_samples"])
+    for method in methods:
+        if not A.applicable(method, fam):
+            continue
+        if method in ("ig", "ig_smoothgrad"):
+            rows_per_image = steps * (samples if method == "ig_smoothgrad" else 1)
+            # Images for one (quick, ResNet-50) or four B-row passes per IG call: the task's batches
+            # of 32+ images fill every IG call's passes; SmoothGrad runs one IG call per noisy copy.
+            n = max(1, (B * (1 if quick or not small else 4)) // steps)
+            per_batch = {"in": n * rows_per_image / B}
+            paper_per_image = None  # the target here is eff; the paper batches the steps too
+            passes = f"{rows_per_image} x in per image ({n} images, {B}-row passes)"
+        else:
+            n = B
+            per_batch = {"saliency": {"in": 1}, "gradcam": {"layer": 1}, "guided_gradcam": {"layer": 1, "in": 1},
+                         "attention": {"fwd": 1}}[method]
+            paper_per_image = {**per_batch, "fwd": per_batch.get("fwd", 0) + 1}
+            passes = " + ".join(f"{k} x {kind}" for kind, k in per_batch.items())
+        xs, ts = x[:n], targets[:n]
+        pn = min(paper_n, n)
+        rows.append(bench.measure(case.label, method, n, batched_method(model, xs, ts, method, cfg),
+                                  bound(per_batch), paper_method(model, x[:pn], method, cfg), pn,
+                                  paper_bound(paper_per_image) if paper_per_image else None, passes))
+
+    steps_del = int(cfg["deletion_steps"])
+    n = B if small else 1
+    maps = torch.rand(n, case.size, case.size, generator=torch.Generator().manual_seed(0))
+    per_batch = {"fwd": n * (steps_del + 1) * 2 / B}
+    rows.append(bench.measure(case.label, "deletion+insertion", n,
+                              faithfulness(model, x[:n], maps, targets[:n], steps_del, B), bound(per_batch),
+                              faithfulness_paper(model, x[:min(paper_n, n)], maps, steps_del), min(paper_n, n),
+                              paper_bound({"fwd": 1 + (steps_del + 1) * 2}),
+                              f"(steps+1) x 2 fwd per image, steps={steps_del}"))
+
+    masks = np.zeros((B, case.size, case.size), bool)
+    masks[:, case.size // 4: 3 * case.size // 4, case.size // 4: 3 * case.size // 4] = True
+    maps_b = torch.rand(B, case.size, case.size, generator=torch.Generator().manual_seed(1))
+    rows.append(bench.measure(case.label, "rma+rra+pointing", B, lambda: localization_scores(maps_b, masks), None,
+                              passes="numpy, no model pass"))
+
+    rows += task_rows(case, model, preprocess, bench, paper_n)
+    return rows
+
+
+def task_rows(case: Case, model: torch.nn.Module, preprocess: Preprocess, bench: Bench, paper_n: int) -> list[Row]:
+    """LOST discovery, accuracy and alignment through the task functions the workflow calls."""
+    B = case.batch
+    samples = samples_of(case, B)
+    rows = []
+    lost_model = model
+    if case.lost_kwargs:
+        lost_model = timm.create_model(case.timm_name, pretrained=False, num_classes=case.num_classes,
+                                       **case.kwargs, **case.lost_kwargs).eval()
+        lost_model.load_state_dict(model.state_dict())
+    lost_passes = Passes(lost_model, preprocess(images(case, B)), torch.zeros(B, dtype=torch.long))
+    lost_passes.fwd()
+    cfg = {"n_images": B, "k_patches": 100, "feature_layer": "auto", "baselines": False}
+
+    def lost_task(batch_size: int, subset: list[Sample]) -> Callable[[], object]:
+        return lambda: discovery.evaluate(lost_model, subset, "bench", {**cfg, "batch_size": batch_size},
+                                          preprocess=preprocess, device="cpu")
+
+    label = "LOST" + (" (os" + str(case.lost_kwargs["output_stride"]) + ")" if case.lost_kwargs else "")
+    rows.append(bench.measure(case.label, label, B, lost_task(B, samples),
+                              lambda: seconds_per_call(lost_passes.fwd, bench.min_seconds),
+                              lost_task(1, samples[:paper_n]), paper_n, passes="1 fwd"))
+
+    full_fwd = Passes(model, preprocess(images(case, B)), torch.zeros(B, dtype=torch.long)).fwd
+
+    def accuracy_task(batch_size: int, subset: list[Sample]) -> Callable[[], object]:
+        return lambda: accuracy.evaluate(model, subset, "bench", {"batch_size": batch_size}, preprocess=preprocess,
+                                         device=torch.device("cpu"), amp=False)
+
+    def alignment_task(batch_size: int, subset: list[Sample]) -> Callable[[], object]:
+        return lambda: alignment.evaluate(model, subset, "bench", {"batch_size": batch_size, "amp": False},
+                                          preprocess=preprocess, device=torch.device("cpu"))
+
+    for name, task in (("accuracy", accuracy_task), ("alignment", alignment_task)):
+        rows.append(bench.measure(case.label, name, B, task(B, samples),
+                                  lambda: seconds_per_call(full_fwd, bench.min_seconds),
+                                  task(1, samples[:paper_n]), paper_n, passes="1 fwd"))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ main
+
+TARGETS = """targets (issue 8): single-pass methods (saliency, gradcam, guided_gradcam, attention) >= 8x the paper's
+way on the default architectures and >= 2.5x on ResNet-50 at 224 px; ig and ig_smoothgrad eff >= 0.8;
+LOST <= 2 forward passes per image (1 / eff)."""
+
+
+def verdicts(rows: list[Row]) -> None:
+    print("\n" + TARGETS)
+    for r in rows:
+        if r.name in ("saliency", "gradcam", "guided_gradcam", "attention"):
+            need = 2.5 if r.case == "resnet50" else 8.0
+            ok = r.speedup is not None and r.speedup >= need
+            print(f"  {'met ' if ok else 'MISS'} {r.case:12s} {r.name:16s} speedup {fmt(r.speedup, '.1f')} "
+                  f"(need {need}; at most {fmt(r.max_speedup, '.1f')} from the passes alone)")
+        elif r.name in ("ig", "ig_smoothgrad"):
+            ok = r.efficiency is not None and r.efficiency >= 0.8
+            print(f"  {'met ' if ok else 'MISS'} {r.case:12s} {r.name:16s} eff {fmt(r.efficiency, '.2f')} (need 0.8)")
+        elif r.name.startswith("LOST"):
+            passes = None if not r.efficiency else 1 / r.efficiency
+            ok = passes is not None and passes <= 2
+            print(f"  {'met ' if ok else 'MISS'} {r.case:12s} {r.name:16s} {fmt(passes, '.2f')} forward passes "
+                  "per image (need <= 2)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 or 2 on this machine)")
+    parser.add_argument("--quick", action="store_true", help="one round, fewer images: a few minutes")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds per measurement (median reported)")
+    parser.add_argument("--cases", nargs="+", default=["test_resnet", "test_vit", "resnet50"])
+    parser.add_argument("--methods", nargs="+", default=list(A.METHODS))
+    parser.add_argument("--vit-depth", type=int, help="depth kwarg for test_vit (timm's default otherwise)")
+    parser.add_argument("--min-seconds", type=float, default=0.5, help="repeat a call until this long")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_num_interop_threads(1)
+    repeats = 1 if args.quick else args.repeats
+    bench = Bench(repeats, 0.0 if args.quick else args.min_seconds)
+    all_cases = cases(args.vit_depth)
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPUs, {repeats} round(s), "
+          f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(f"settings tiny: {TINY_SETTINGS}\nsettings resnet50: {RESNET50_SETTINGS}\n")
+    print(HEADER)
+    rows: list[Row] = []
+    for name in args.cases:
+        case = all_cases[name]
+        rows += run_case(case, bench, args.quick, args.methods)
+    print(f"\nload average at the end {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    verdicts(rows)
+
+
+if __name__ == "__main__":
+    main()

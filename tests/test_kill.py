@@ -1,0 +1,192 @@
+"""Killed jobs: SIGKILL at the worst moments, rerun, and get exactly the uninterrupted result.
+
+One study is run without interruption (the reference) while a copy of it is killed three
+times: a prune job's process in mid-training, the whole Snakemake process tree the moment an
+evaluate job has written its first task file, and the aggregate job right after it wrote
+metrics.parquet. After each kill no output of the killed job may look complete, and the
+last rerun must reproduce the reference's metrics.parquet value for value.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import pytest
+
+from conftest import TINY, snakemake_bin, write_study
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds job processes through /proc"),
+]
+
+# The smallest study with every stage and every task: one architecture, one pruned checkpoint.
+CONFIG = copy.deepcopy(TINY)
+CONFIG["architectures"] = {"resnet": TINY["architectures"]["resnet"]}
+CONFIG["pruning"]["methods"] = ["magnitude"]
+CONFIG["pruning"]["sparsities"] = [0.5]
+TARGET = "results/metrics.parquet"  # what the comparison needs; plots and galleries add nothing here
+PRUNED = "resnet/magnitude/0.5/seed0"
+STEP_TIMEOUT = 240  # seconds any one wait may take before the test fails instead of hanging
+
+
+def start(workdir: Path, *args: str, cores: int = 2) -> subprocess.Popen:
+    """Snakemake in its own session, so that this test can kill exactly its process tree."""
+    log = workdir / f"snakemake-{time.monotonic_ns()}.log"
+    with open(log, "w") as fh:
+        run = subprocess.Popen([snakemake_bin(), "--cores", str(cores), *args, TARGET], cwd=workdir, stdout=fh,
+                               stderr=subprocess.STDOUT, env={**os.environ, "PYTHONHASHSEED": "0"},
+                               start_new_session=True)
+    run.log_path = log
+    return run
+
+
+def output_of(run: subprocess.Popen) -> str:
+    return run.log_path.read_text()
+
+
+def finish(run: subprocess.Popen) -> int:
+    try:
+        return run.wait(timeout=STEP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        kill_tree(run)
+        raise AssertionError(f"snakemake did not finish within {STEP_TIMEOUT} s:\n{output_of(run)[-3000:]}")
+
+
+def wait_for(condition: Callable[[], bool], run: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while not condition():
+        if run.poll() is not None:
+            raise AssertionError(f"snakemake ended ({run.returncode}) before {what}:\n{output_of(run)[-3000:]}")
+        if time.monotonic() > deadline:
+            kill_tree(run)
+            raise AssertionError(f"timed out waiting for {what}:\n{output_of(run)[-3000:]}")
+        time.sleep(0.05)
+
+
+def _children() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    children, found, todo = _children(), [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def job_processes(run: subprocess.Popen, script: str) -> list[int]:
+    """The Python processes of this run that execute workflow/scripts/<script>.py."""
+    pids = []
+    for pid in descendants(run.pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if "python" in Path(argv[0]).name and any(
+                ".snakemake/scripts/" in arg and arg.endswith(f".{script}.py") for arg in argv):
+            pids.append(pid)
+    return pids
+
+
+def kill_tree(run: subprocess.Popen) -> None:
+    """SIGKILL snakemake and every process it started, as a crashed node would."""
+    tree = descendants(run.pid)
+    for pid in [run.pid, *tree]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    run.wait(timeout=30)
+
+
+def looks_complete(workdir: Path, relative: str) -> bool:
+    return (workdir / relative).exists()
+
+
+def visible_files(workdir: Path) -> set[str]:
+    return {str(p.relative_to(workdir)) for p in (workdir / "results").rglob("*")
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def test_killed_jobs_leave_nothing_complete_and_reruns_reproduce_the_uninterrupted_metrics(tmp_path):
+    reference_dir = write_study(tmp_path / "reference", copy.deepcopy(CONFIG))
+    killed_dir = write_study(tmp_path / "killed", copy.deepcopy(CONFIG))
+    reference = start(reference_dir, cores=1)
+    runs = [reference]
+    try:
+        # 1. A prune job killed in mid-training: Snakemake sees it fail and stops.
+        run = start(killed_dir)
+        runs.append(run)
+        checkpoint = f"results/models/{PRUNED}.safetensors"
+        prune_log = killed_dir / f"results/logs/prune/{PRUNED}.log"
+        wait_for(lambda: job_processes(run, "prune") and prune_log.exists()
+                 and "pruning of" in prune_log.read_text(), run, "the prune job to start training")
+        for pid in job_processes(run, "prune"):
+            os.kill(pid, signal.SIGKILL)
+        assert finish(run) != 0
+        assert not looks_complete(killed_dir, checkpoint), "a killed prune job left its checkpoint"
+        assert "Error in rule prune" in output_of(run)
+
+        # 2. The whole process tree killed as soon as the evaluate job wrote its first task file.
+        run = start(killed_dir)
+        runs.append(run)
+        first = killed_dir / f"results/metrics/accuracy/{PRUNED}.parquet"
+        wait_for(first.exists, run, "the evaluate job's first output")
+        kill_tree(run)
+        later = [f"results/metrics/{task}/{PRUNED}.parquet" for task in ("interpretability", "discovery", "alignment")]
+        assert not any(looks_complete(killed_dir, p) for p in later), "outputs written after the kill"
+        assert looks_complete(killed_dir, checkpoint)  # the earlier, finished job keeps its result
+        # The one file that was written is known to be part of an unfinished job: a plain run refuses it.
+        dry = subprocess.run([snakemake_bin(), "--cores", "1", "-n", TARGET], cwd=killed_dir, capture_output=True,
+                             text=True, timeout=STEP_TIMEOUT, env={**os.environ, "PYTHONHASHSEED": "0"})
+        assert dry.returncode != 0 and "incomplete" in dry.stdout + dry.stderr
+        assert f"accuracy/{PRUNED}.parquet" in dry.stdout + dry.stderr
+
+        # Snakemake itself was killed too, so its lock stayed: the user unlocks, as its message says.
+        unlock = subprocess.run([snakemake_bin(), "--unlock", TARGET], cwd=killed_dir, capture_output=True,
+                                text=True, timeout=STEP_TIMEOUT)
+        assert unlock.returncode == 0, unlock.stderr[-3000:]
+
+        # 3. The aggregate job killed right after it wrote metrics.parquet, before the tables.
+        run = start(killed_dir, "--rerun-incomplete")
+        runs.append(run)
+        metrics = killed_dir / TARGET
+        wait_for(lambda: metrics.exists() and job_processes(run, "aggregate"), run, "aggregate to write metrics.parquet")
+        for pid in job_processes(run, "aggregate"):
+            os.kill(pid, signal.SIGKILL)
+        assert finish(run) != 0
+        assert not looks_complete(killed_dir, TARGET), "the failed aggregate job's metrics.parquet was kept"
+        assert not looks_complete(killed_dir, "results/summary.md")
+
+        # 4. Rerun to completion and compare with the run that was never interrupted.
+        run = start(killed_dir, "--rerun-incomplete")
+        runs.append(run)
+        assert finish(run) == 0, output_of(run)[-3000:]
+        assert finish(reference) == 0, output_of(reference)[-3000:]
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                kill_tree(run)
+    # Besides the hidden temporary file a killed write may leave, the two runs hold the same files.
+    assert visible_files(killed_dir) == visible_files(reference_dir)
+    got = pd.read_parquet(killed_dir / TARGET)
+    want = pd.read_parquet(reference_dir / TARGET)
+    assert len(want) > 0 and set(want["task"]) == {"accuracy", "interpretability", "discovery", "alignment"}
+    pd.testing.assert_frame_equal(got, want, check_exact=True)
