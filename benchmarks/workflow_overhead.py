@@ -13,6 +13,7 @@
     study), unless --rerun-triggers-mtime is given, which passes `--rerun-triggers mtime`.
 
     python benchmarks/workflow_overhead.py [--study /tmp/tiny] [--repeats 5] [--rerun-triggers-mtime]
+        [--study-configfile FILE]
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import argparse
 import os
 import re
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -147,8 +147,8 @@ def job_benchmarks(study: Path) -> list[tuple[str, float, float]]:
     return jobs
 
 
-def noop_rerun(study: Path, mtime_only: bool) -> float | None:
-    flags = ["--rerun-triggers", "mtime"] if mtime_only else []
+def noop_rerun(study: Path, mtime_only: bool, configfile: Path | None) -> float | None:
+    flags = (["--rerun-triggers", "mtime"] if mtime_only else []) + (["--configfile", str(configfile)] if configfile else [])
     dry_wall, _, dry = timed_subprocess([SNAKEMAKE, "-n", "--cores", "2", *flags], cwd=study)
     planned = re.findall(r"^(\S+)\s+(\d+)$", dry.stdout, flags=re.M)
     if dry.returncode or "Nothing to be done" not in dry.stdout + dry.stderr:
@@ -172,6 +172,9 @@ def main() -> None:
     parser.add_argument("--rerun-triggers-mtime", action="store_true",
                         help="judge the no-op rerun by file times only (code or parameter edits since the study ran "
                              "would otherwise plan jobs)")
+    parser.add_argument("--study-configfile", type=Path,
+                        help="run the study with this config instead of its config.yaml (e.g. one updated to a newer "
+                             "schema)")
     parser.add_argument("--skip-dry-run", action="store_true", help="leave out part (b)")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}, python {sys.executable}")
@@ -191,7 +194,7 @@ def main() -> None:
     if args.study:
         study = args.study.resolve()
         print(f"\n(c) study {study}")
-        noop_rerun(study, args.rerun_triggers_mtime)
+        noop_rerun(study, args.rerun_triggers_mtime, args.study_configfile)
         jobs = job_benchmarks(study)
         wall = study_wall(study)
         if jobs and wall[0] > 0:

@@ -111,9 +111,20 @@ def _semantic_problems(config: dict) -> list[str]:
         weights = arch.get("weights", "scratch")
         if weights == "file" and not arch.get("weights_path"):
             problems.append(f"architectures.{name}.weights_path: required when weights is 'file'")
+        elif weights == "file" and not Path(str(arch["weights_path"])).expanduser().is_file():
+            problems.append(f"architectures.{name}.weights_path: {arch['weights_path']} does not exist; "
+                            "point it at a safetensors file of this architecture")
         if weights == "scratch" and config["benchmark"] != "synthetic" and not config.get("datasets", {}).get("imagenet"):
             problems.append(f"architectures.{name}.weights: training from scratch needs a train split; "
                             "set datasets.imagenet or use pretrained weights")
+    has_train_split = config["benchmark"] == "synthetic" or bool(config.get("datasets", {}).get("imagenet"))
+    if not has_train_split:
+        if config["pruning"].get("recovery", {}).get("mode", "finetune") == "finetune":
+            problems.append("pruning.recovery.mode: finetune needs a train split; set datasets.imagenet "
+                            "or use mode bn (BatchNorm re-estimation) or none")
+        if "snip" in config["pruning"]["methods"]:
+            problems.append("pruning.methods: snip trains from initialisation and needs a train split; "
+                            "set datasets.imagenet or remove snip")
     for task, cfg in config["tasks"].items():
         if task not in TASKS:
             continue  # the schema already refused it

@@ -415,7 +415,7 @@ def _table(curves: pd.DataFrame, n_comparisons: int, confidence: float) -> pd.Da
     table["dense_value"] = dense.reindex(table.index)
     table["benefit"] = table["ci_low"].gt(0)
     table["benefit_holm"] = table["significant"] & table["gain"].gt(0)
-    table["sweet_range"] = sweet.reindex(table.index).fillna("").astype(str)
+    table["sweet_range"] = sweet.reindex(table.index).astype(object).fillna("").astype(str)
     table["n_comparisons"] = n_comparisons
     table["confidence"] = confidence
     table = table.reset_index()

@@ -43,6 +43,16 @@ def test_bad_config_is_refused_with_the_field_named(default_config, mutate, expe
     assert "test.yaml" in str(err.value)
 
 
+def test_pretrained_study_without_train_split_cannot_finetune_or_snip():
+    cfg = yaml.safe_load((ROOT / "presets" / "geirhos16.yaml").read_text())
+    cfg["pruning"]["methods"].append("snip")
+    cfg["pruning"]["recovery"]["mode"] = "finetune"
+    with pytest.raises(study.ConfigError) as err:
+        check(cfg)
+    assert "pruning.recovery.mode: finetune needs a train split" in str(err.value)
+    assert "pruning.methods: snip trains from initialisation" in str(err.value)
+
+
 def test_sparsity_labels_and_imp_chain(default_config):
     assert study.sparsity_label(0.5) == "0.5"
     assert study.sparsity_label(0.59049999) == "0.5905"

@@ -23,6 +23,7 @@ from PIL import Image
 from snakemake.utils import validate
 
 from sweetspot import config as study
+from sweetspot import io as sweetspot_io
 from sweetspot import models, pipeline, weights
 from sweetspot.data import registry, synthetic
 from sweetspot.data.images import DataError
@@ -35,6 +36,17 @@ RESNET = {"timm": "test_resnet", "kwargs": {}}
 VIT = {"timm": "test_vit", "kwargs": {"img_size": SIZE, "patch_size": 6}}
 SYNTHETIC = {"seed": 0, "image_size": SIZE, "n_classes": 8, "train_per_class": 1, "val_per_class": 1,
              "cue_conflict_per_class": 1, "texture_match": 0.8, "clutter": 0}
+
+
+@pytest.fixture(autouse=True)
+def _torch_global_state():
+    """The jobs called here pin threads and switch on deterministic algorithms: undo that for other tests."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -53,11 +65,12 @@ def test_an_empty_grid_is_refused_naming_the_field(default_config, mutate, expec
         study.check(default_config, SCHEMA, source="study.yaml")
 
 
-def test_a_missing_pretrained_file_fails_the_dense_job_naming_the_field(tmp_path, tiny_config):
-    # The config check only sees that weights_path is set; the file is first opened by the dense job.
+def test_a_missing_pretrained_file_is_refused_before_any_job_and_by_the_job(tmp_path, tiny_config):
     missing = tmp_path / "nowhere" / "resnet.safetensors"
     tiny_config["architectures"]["resnet"].update(weights="file", weights_path=str(missing), num_classes=8)
-    study.check(tiny_config, SCHEMA)
+    with pytest.raises(study.ConfigError, match=r"architectures\.resnet\.weights_path: .*nowhere/resnet\.safetensors does not exist"):
+        study.check(tiny_config, SCHEMA)
+    # the job itself also refuses it (the file may vanish between the check and the job)
     out = tmp_path / "dense" / "seed0.safetensors"
     with pytest.raises(FileNotFoundError, match=r"architectures\.\*\.weights_path: .*nowhere/resnet\.safetensors "
                                                 r"does not exist \(the architecture with timm: test_resnet\)"):
@@ -324,13 +337,18 @@ def _hostile_file(path: Path, kind: str, marker: Path) -> None:
 def _unpickle_unsafely(path: Path, kind: str) -> None:
     """What a careless loader would do; here only to prove the payload is live."""
     if kind == "torch.save zip":
-        torch.load(path, weights_only=False)
+        legacy = shutil.copy(path, path.with_suffix(".pt"))  # torch.load reads *.safetensors as safetensors
+        torch.load(legacy, weights_only=False)
     else:
         pickle.loads(path.read_bytes()).close()
 
 
-@pytest.mark.parametrize("kind", ["pickle", "pickle protocol 0", "torch.save zip"])
-def test_a_pickle_is_refused_without_being_unpickled(tmp_path, kind):
+@pytest.mark.parametrize("kind, reason", [
+    ("pickle", "looks like a pickle/torch.save file, which sweetspot never unpickles"),
+    ("pickle protocol 0", "not a valid safetensors file"),  # no magic bytes: safetensors' own parser refuses it
+    ("torch.save zip", "looks like a pickle/torch.save file, which sweetspot never unpickles"),
+])
+def test_a_pickle_is_refused_without_being_unpickled(tmp_path, kind, reason):
     marker = tmp_path / "payload-ran"
     path = tmp_path / "weights.safetensors"
     _hostile_file(path, kind, marker)
@@ -338,9 +356,10 @@ def test_a_pickle_is_refused_without_being_unpickled(tmp_path, kind):
     sidecar = {"arch": "resnet", "method": "dense", "sparsity": 0.0, "seed": 0, "num_classes": 2}
     models.sidecar_path(path).write_text(json.dumps(sidecar))
 
-    with pytest.raises(CheckpointError, match=re.escape(str(path))):
+    message = re.escape(f"{path}: {reason}")
+    with pytest.raises(CheckpointError, match=message):
         models.load_checkpoint(path, RESNET, 2, expect={"arch": "resnet", "seed": 0})
-    with pytest.raises(CheckpointError, match=re.escape(str(path))):
+    with pytest.raises(CheckpointError, match=message):
         weights.pretrained({**RESNET, "weights": "file", "weights_path": str(path)}, 2)
     assert not marker.exists()
 
@@ -381,6 +400,25 @@ def test_a_truncated_checkpoint_is_refused(resnet_checkpoint):
     resnet_checkpoint.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=rf"{re.escape(str(resnet_checkpoint))}: not a valid safetensors file"):
         models.load_checkpoint(resnet_checkpoint, RESNET, 2)
+
+
+# --- writes ----------------------------------------------------------------------------------
+
+
+def test_a_write_that_fails_midway_leaves_neither_the_output_nor_a_temporary_file(tmp_path):
+    out = tmp_path / "metrics" / "seed0.parquet"
+    with pytest.raises(RuntimeError, match="disk full"):
+        with sweetspot_io.atomic_path(out) as tmp:
+            tmp.write_bytes(b"PAR1 half a file")
+            raise RuntimeError("disk full")
+    assert list(out.parent.iterdir()) == []
+
+
+def test_results_get_the_permissions_of_a_plain_file(tmp_path):
+    """Atomic writes go through a private temporary file; the result must still be readable by the group."""
+    (tmp_path / "plain.txt").write_text("x")
+    sweetspot_io.write_text(tmp_path / "atomic.txt", "x")
+    assert (tmp_path / "atomic.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
 
 
 # --- numerics ----------------------------------------------------------------------------------

@@ -56,11 +56,11 @@ pytestmark = [
 
 
 def small_study(sparsities: list[float]) -> dict:
-    """One architecture, two methods, two tasks: every rule of the DAG with few, quick jobs."""
+    """One architecture, the IMP chain, two tasks: every rule of the DAG with few, quick jobs."""
     config = copy.deepcopy(TINY)
     config["architectures"] = {"resnet": config["architectures"]["resnet"]}
     config["synthetic"].update(train_per_class=6, val_per_class=2, cue_conflict_per_class=1)
-    config["pruning"]["methods"] = ["magnitude", "imp"]
+    config["pruning"]["methods"] = ["imp"]
     config["pruning"]["sparsities"] = sparsities
     config["tasks"] = {"accuracy": {"datasets": ["synthetic-val"]},
                        "discovery": {"datasets": ["synthetic-val"], "n_images": 4}}
@@ -117,7 +117,7 @@ def sorted_metrics(results: Path) -> pd.DataFrame:
 def grid_jobs(sparsities: list[str]) -> set[tuple[str, str]]:
     """(rule, wildcards) of the prune and evaluate jobs of the small study's pruned checkpoints."""
     return {(rule, f"resnet_{method}_{s}_0") for rule in ("prune", "evaluate")
-            for method in ("magnitude", "imp") for s in sparsities}
+            for method in ("imp",) for s in sparsities}
 
 
 @pytest.fixture(scope="module")
@@ -141,16 +141,16 @@ def studies(cluster, tmp_path_factory):
 
 def test_every_cluster_job_went_through_sbatch(studies):
     submitted = sorted(studies["submitted"].values())
-    expected = sorted({("synthetic_data", ""), ("dense", "resnet_0"), ("evaluate", "resnet_dense_0_0")}
+    expected = sorted({("dense", "resnet_0"), ("evaluate", "resnet_dense_0_0")}
                       | grid_jobs(["0.5"]))
-    assert submitted == expected  # one sbatch each; aggregate and plots are local rules
+    assert submitted == expected  # one sbatch each; data, aggregate and plots are local rules
     assert (studies["slurm"] / "results" / "plots" / "curves-accuracy.png").is_file()
 
 
 def test_slurm_results_equal_local_results(studies):
     on_slurm = sorted_metrics(studies["slurm"] / "results")
     local = sorted_metrics(studies["local"] / "results")
-    assert len(on_slurm) > 0 and set(on_slurm["method"]) == {"dense", "magnitude", "imp"}
+    assert len(on_slurm) > 0 and set(on_slurm["method"]) == {"dense", "imp"}
     pd.testing.assert_frame_equal(on_slurm, local, check_exact=True)
 
 
@@ -173,4 +173,4 @@ def test_added_sparsity_submits_only_its_jobs(studies):
         assert "gpu" not in record.get("TresPerJob", "") + record.get("TresPerNode", "")
     assert all(p.stat().st_mtime_ns == mtime for p, mtime in done.items())  # nothing done before was redone
     metrics = sorted_metrics(results)
-    assert set(metrics.loc[metrics["sparsity"] == 0.8, "method"]) == {"magnitude", "imp"}
+    assert set(metrics.loc[metrics["sparsity"] == 0.8, "method"]) == {"imp"}

@@ -1,7 +1,8 @@
 # Merge every task's Parquet, compute sweet spots with intervals, draw the figures.
-# These are small, quick jobs: on a cluster they run on the submitting node.
+# These are small, quick jobs: on a cluster they run on the submitting node (so does the
+# synthetic data generation, a few seconds that would otherwise cost a scheduler round trip).
 
-localrules: aggregate, plots, gallery, human_reference
+localrules: aggregate, plots, gallery, human_reference, synthetic_data
 
 
 def plot_targets():

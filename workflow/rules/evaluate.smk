@@ -25,7 +25,7 @@ rule evaluate:
         f"{RESULTS}/benchmarks/evaluate/{{arch}}/{{method}}/{{sparsity}}/seed{{seed}}.tsv"
     threads: res("evaluate")["threads"]
     resources:
-        mem_mb=res("evaluate")["mem_mb"],
+        mem_mb=lambda wc, attempt: res("evaluate")["mem_mb"] * attempt,  # a retry after OOM asks for more
         runtime=res("evaluate")["runtime"],
         gpu=res("evaluate")["gpu"],
     conda:

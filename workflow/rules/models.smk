@@ -12,9 +12,16 @@ def prune_start(wildcards):
     return checkpoint_path(wildcards.arch, "imp", parent, wildcards.seed)
 
 
+def dense_weights(wildcards):
+    """A local weights file is an input, so a change to it redoes the study of that architecture."""
+    arch = config["architectures"][wildcards.arch]
+    return [arch["weights_path"]] if arch.get("weights", "scratch") == "file" else []
+
+
 rule dense:
     input:
-        data_inputs,
+        data=data_inputs,
+        weights=dense_weights,
     output:
         f"{RESULTS}/models/{{arch}}/dense/seed{{seed}}.safetensors",
     params:
@@ -26,7 +33,7 @@ rule dense:
         f"{RESULTS}/benchmarks/dense/{{arch}}/seed{{seed}}.tsv"
     threads: res("dense")["threads"]
     resources:
-        mem_mb=res("dense")["mem_mb"],
+        mem_mb=lambda wc, attempt: res("dense")["mem_mb"] * attempt,  # a retry after OOM asks for more
         runtime=res("dense")["runtime"],
         gpu=res("dense")["gpu"],
     conda:
@@ -55,7 +62,7 @@ rule prune:
         f"{RESULTS}/benchmarks/prune/{{arch}}/{{method}}/{{sparsity}}/seed{{seed}}.tsv"
     threads: res("prune")["threads"]
     resources:
-        mem_mb=res("prune")["mem_mb"],
+        mem_mb=lambda wc, attempt: res("prune")["mem_mb"] * attempt,
         runtime=res("prune")["runtime"],
         gpu=res("prune")["gpu"],
     conda:
