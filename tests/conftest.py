@@ -72,7 +72,7 @@ def write_study(workdir: Path, config: dict) -> Path:
     return workdir
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: int = 900, check: bool = True) -> subprocess.CompletedProcess:
+def run_snakemake(workdir: Path, *args: str, timeout: int = 1500, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.run([snakemake_bin(), "--cores", "2", *args], cwd=workdir, capture_output=True, text=True,
                           timeout=timeout, env=env)

@@ -37,7 +37,7 @@ CONFIG["pruning"]["methods"] = ["magnitude"]
 CONFIG["pruning"]["sparsities"] = [0.5]
 TARGET = "results/metrics.parquet"  # what the comparison needs; plots and galleries add nothing here
 PRUNED = "resnet/magnitude/0.5/seed0"
-STEP_TIMEOUT = 240  # seconds any one wait may take before the test fails instead of hanging
+STEP_TIMEOUT = 480  # seconds any one wait may take before the test fails instead of hanging
 
 
 def start(workdir: Path, *args: str, cores: int = 2) -> subprocess.Popen:

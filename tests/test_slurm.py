@@ -134,7 +134,7 @@ def studies(cluster, tmp_path_factory):
     local = write_study(tmp_path_factory.mktemp("local"), small_study([0.5]))
     with ThreadPoolExecutor(max_workers=1) as pool:
         local_run = pool.submit(run_snakemake, local, timeout=600)
-        output = run_on_slurm(on_slurm, limit_s=480)
+        output = run_on_slurm(on_slurm, limit_s=900)
         local_run.result()
     return {"slurm": on_slurm, "local": local, "submitted": submissions(output, on_slurm)}
 
@@ -160,7 +160,7 @@ def test_added_sparsity_submits_only_its_jobs(studies):
     done = {p: p.stat().st_mtime_ns for d in ("models", "metrics") for p in (results / d).rglob("*") if p.is_file()}
     write_study(workdir, small_study([0.5, 0.8]))
 
-    output = run_on_slurm(workdir, limit_s=360)
+    output = run_on_slurm(workdir, limit_s=600)
 
     submitted = submissions(output, workdir)
     assert sorted(submitted.values()) == sorted(grid_jobs(["0.8"]))
