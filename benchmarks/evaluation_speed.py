@@ -266,6 +266,14 @@ class Bench:
         self.repeats, self.min_seconds = repeats, min_seconds
         self.warmup = True  # off for ResNet-50: the pass warm-ups already built its kernels
 
+    def _timed(self, fn: Callable[[], object], with_memory: bool) -> tuple[float, float]:
+        """Seconds per call of `fn`, and its peak RSS growth in MB when asked (else NaN)."""
+        if not with_memory:
+            return seconds_per_call(fn, self.min_seconds), float("nan")
+        with PeakRSS() as peak:
+            seconds = seconds_per_call(fn, self.min_seconds)
+        return seconds, peak.megabytes
+
     def measure(self, case: str, name: str, n: int, ours: Callable[[], object], bound: Callable[[], float] | None,
                 paper: Callable[[], object] | None = None, paper_n: int = 0,
                 paper_bound: Callable[[], float] | None = None, passes: str = "") -> Row:
@@ -275,23 +283,18 @@ class Bench:
         ours_t, bound_t, paper_t, paper_bound_t = [], [], [], []
         ours_mb = paper_mb = float("nan")
         for round_ in range(self.repeats):
+            first = round_ == 0  # memory is measured once, in the first round
             if bound is not None:
                 bound_t.append(bound())
-            if round_ == 0:
-                with PeakRSS() as peak:
-                    ours_t.append(seconds_per_call(ours, self.min_seconds))
-                ours_mb = peak.megabytes
-            else:
-                ours_t.append(seconds_per_call(ours, self.min_seconds))
+            seconds, megabytes = self._timed(ours, first)
+            ours_t.append(seconds)
+            ours_mb = megabytes if first else ours_mb
             if paper is not None:
-                if round_ == 0:
-                    if self.warmup:
-                        paper()
-                    with PeakRSS() as peak:
-                        paper_t.append(seconds_per_call(paper, self.min_seconds))
-                    paper_mb = peak.megabytes
-                else:
-                    paper_t.append(seconds_per_call(paper, self.min_seconds))
+                if first and self.warmup:
+                    paper()
+                seconds, megabytes = self._timed(paper, first)
+                paper_t.append(seconds)
+                paper_mb = megabytes if first else paper_mb
                 if paper_bound is not None:
                     paper_bound_t.append(paper_bound())
         best = min  # the round least disturbed by other processes

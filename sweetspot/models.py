@@ -131,12 +131,13 @@ def load_into(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source:
     model.load_state_dict(dict(state), strict=True)
 
 
-def load_checkpoint(path: str | os.PathLike, arch_cfg: Mapping[str, Any], num_classes: int,
+def load_checkpoint(path: str | os.PathLike, arch_cfg: Mapping[str, Any], num_classes: int | None = None,
                     expect: Mapping[str, Any] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Create the architecture, load a sweetspot checkpoint into it, check its sidecar.
 
-    `expect` holds sidecar fields (arch, method, sparsity, seed) the caller relies on; a
-    checkpoint that disagrees is refused rather than evaluated under the wrong name.
+    `num_classes` defaults to the sidecar's. `expect` holds sidecar fields (arch, method,
+    sparsity, seed) the caller relies on; a checkpoint that disagrees is refused rather than
+    evaluated under the wrong name.
     """
     sidecar = read_sidecar(path)
     for key, want in (expect or {}).items():
@@ -145,7 +146,7 @@ def load_checkpoint(path: str | os.PathLike, arch_cfg: Mapping[str, Any], num_cl
         if not same:
             raise CheckpointError(f"{path}: sidecar says {key}={have!r} but this job expects {want!r}; "
                                   "the file belongs to another run: delete it and rerun")
-    model = create(arch_cfg, num_classes)
+    model = create(arch_cfg, sidecar["num_classes"] if num_classes is None else num_classes)
     load_into(model, load_state(path), str(path))
     model.eval()
     return model, sidecar

@@ -155,9 +155,7 @@ def prune_job(config: Mapping, arch: str, method: str, sparsity: str, seed: int,
                        **_train_kwargs(config, arch, device, seed))
         parent = None
     else:
-        parent_sidecar = models.read_sidecar(start)
-        model, _ = models.load_checkpoint(start, arch_cfg, parent_sidecar["num_classes"],
-                                          expect={"arch": arch, "seed": seed})
+        model, _ = models.load_checkpoint(start, arch_cfg, expect={"arch": arch, "seed": seed})
         model.to(device)
         preprocess = models.preprocess_for(model, arch_cfg, size)
         pruning.prune(model, method, target, exclude=exclude, seed=seed)
@@ -317,8 +315,7 @@ def evaluate_job(config: Mapping, arch: str, method: str, sparsity: str, seed: i
     devmod.setup(threads, seed)
     device = devmod.resolve(config.get("device", "auto"))
     arch_cfg = config["architectures"][arch]
-    sidecar = models.read_sidecar(checkpoint)
-    model, sidecar = models.load_checkpoint(checkpoint, arch_cfg, sidecar["num_classes"],
+    model, sidecar = models.load_checkpoint(checkpoint, arch_cfg,
                                             expect={"arch": arch, "method": method, "sparsity": float(sparsity),
                                                     "seed": seed})
     model.to(device)
