@@ -35,7 +35,8 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 # What a job process imports: snakemake's preamble for `script:` rules unpickles the job's
 # `snakemake` object (snakemake.script), then the job script imports the pipeline, which
-# imports the tasks, pruning and training code it calls.
+# imports the tasks, pruning and training code it calls. With fuse_evaluation (the default
+# study) one job imports both the prune and the evaluate modules.
 IMPORTS = {
     "bare interpreter": "pass",
     "snakemake script preamble": "from snakemake import script",
@@ -43,8 +44,12 @@ IMPORTS = {
                                  "sweetspot.tasks.discovery, sweetspot.tasks.alignment, sweetspot.tasks.accuracy, "
                                  "sweetspot.models, timm, captum.attr"),
     "prune job (sweetspot)": "from sweetspot import pipeline; import sweetspot.pruning, sweetspot.training, timm",
+    # aggregate, plots, gallery and data jobs never load a model, so they skip torch and timm
+    "report job (sweetspot)": "from sweetspot import report_jobs, joblog, sweetspots, plots, gallery",
 }
 IMPORTS["evaluate job, all"] = f"{IMPORTS['snakemake script preamble']}; {IMPORTS['evaluate job (sweetspot)']}"
+# With warm_start a model job's own process only connects to the fork server (sweetspot/forkserver.py).
+IMPORTS["model job client, warm start"] = f"{IMPORTS['snakemake script preamble']}; from sweetspot import forkserver"
 
 
 def timed_subprocess(args: list[str], **kwargs) -> tuple[float, float, subprocess.CompletedProcess]:
@@ -186,6 +191,9 @@ def main() -> None:
     fixed_cpu = imports["evaluate job, all"][1] + load_s
     print(f"  => fixed cost per job ~ {fixed_wall:.2f} s wall, {fixed_cpu:.2f} s cpu "
           "(preamble + evaluate imports + the slower checkpoint load)")
+    warm_wall, warm_cpu = imports["model job client, warm start"]
+    print(f"  => with warm_start ~ {warm_wall + load_s:.2f} s wall, {warm_cpu + load_s:.2f} s cpu per model job "
+          "(its client's start-up + the checkpoint load; the server pays the imports once per study)")
 
     if not args.skip_dry_run:
         print("\n(b) DAG of the paper study")
@@ -194,6 +202,12 @@ def main() -> None:
     if args.study:
         study = args.study.resolve()
         print(f"\n(c) study {study}")
+        import yaml
+
+        study_config = yaml.safe_load(((args.study_configfile or study / "config.yaml")).read_text())
+        if study_config.get("warm_start"):
+            fixed_wall, fixed_cpu = warm_wall + load_s, warm_cpu + load_s
+            print(f"  the study used warm_start: fixed cost per job {fixed_wall:.2f} s wall, {fixed_cpu:.2f} s cpu")
         noop_rerun(study, args.rerun_triggers_mtime, args.study_configfile)
         jobs = job_benchmarks(study)
         wall = study_wall(study)

@@ -166,8 +166,56 @@ def _pixel_attribution(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
                 stdevs=float(cfg["smoothgrad_stdev"]), baselines=torch.zeros_like(x), **ig_kwargs)
     if method == "guided_gradcam":
         layer = gradcam_layer(model, x, cfg.get("gradcam_layer"))
+        single = _guided_gradcam_one_pass(model, layer, x, targets)
+        if single is not None:
+            return single
         return GuidedGradCam(model, layer).attribute(x, target=targets, interpolate_mode="bilinear")
     raise ValueError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def _guided_gradcam_one_pass(model: nn.Module, layer: nn.Module, x: torch.Tensor,
+                             targets: torch.Tensor) -> torch.Tensor | None:
+    """captum's GuidedGradCam in one forward and one backward pass instead of two of each.
+
+    Guided backprop passes only positive gradients through every ReLU: clamping the gradient
+    at each nn.ReLU's output to >= 0 before the ReLU's own backward gives exactly captum's
+    relu(grad_input). Grad-CAM needs the plain gradient at `layer`'s output, which the clamps
+    leave untouched when no ReLU runs after that layer (timm CNNs: pooling and a linear head
+    follow it); the layer's own gradient hook is registered before the clamps, so it sees the
+    gradient unclamped even when the layer ends in a ReLU. Returns None (the caller then runs
+    captum's two passes) when a ReLU runs after the layer or a ReLU output is later modified in place.
+    """
+    events: list[tuple[str, torch.Tensor, int]] = []
+    saved: dict[str, torch.Tensor] = {}
+
+    def record_relu(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+        events.append(("relu", out, out._version))
+
+    def capture(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+        events.append(("layer", out, out._version))
+        saved["acts"] = out
+        out.register_hook(lambda grad: saved.__setitem__("grads", grad))
+
+    handles = [m.register_forward_hook(record_relu) for m in model.modules() if isinstance(m, nn.ReLU)]
+    handles.append(layer.register_forward_hook(capture))
+    try:
+        logits = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    kinds = [kind for kind, _, _ in events]
+    if kinds.count("layer") != 1 or "relu" in kinds[kinds.index("layer") + 1:] or saved["acts"].dim() != 4:
+        return None
+    if any(t._version != version or not t.requires_grad for kind, t, version in events if kind == "relu"):
+        return None
+    for kind, t, _ in events:
+        if kind == "relu":
+            t.register_hook(lambda grad: grad.clamp_min(0))
+    guided = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), x)[0]
+    acts, grads = saved["acts"].detach(), saved["grads"]
+    weights = grads.mean(dim=(2, 3), keepdim=True)  # Grad-CAM as captum's LayerGradCam computes it
+    cam = F.relu((weights * acts).sum(dim=1, keepdim=True))
+    return guided * LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
 
 
 def _channels_last_input(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

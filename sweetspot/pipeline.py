@@ -1,15 +1,13 @@
-"""The workflow's jobs as functions: each Snakemake script is one call into this module.
+"""The workflow's model jobs as functions: train, prune, evaluate (report_jobs.py has the rest).
 
-Every job seeds everything from its seed, pins its thread count, logs to the rule's log
-file, loads its checkpoint once and writes its outputs atomically.
+Every job seeds everything from its seed, pins its thread count, loads its checkpoint once
+and writes its outputs atomically; its script wraps it in `joblog.job_logging`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,32 +21,6 @@ from .data import registry
 from .data.samples import Sample
 
 log = logging.getLogger("sweetspot")
-
-
-@contextlib.contextmanager
-def job_logging(log_path: str | Path | None):
-    """Send logging and stderr (tqdm progress bars) to the rule's log file."""
-    if log_path is None:
-        yield
-        return
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", buffering=1) as fh:
-        handler = logging.StreamHandler(fh)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger()
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        old_stderr = sys.stderr
-        sys.stderr = fh
-        try:
-            yield
-        except BaseException:
-            log.exception("job failed")
-            raise
-        finally:
-            sys.stderr = old_stderr
-            root.removeHandler(handler)
 
 
 def _num_classes(config: Mapping, arch_cfg: Mapping) -> int:
@@ -112,6 +84,11 @@ def dense_job(config: Mapping, arch: str, seed: int, out: str | Path, threads: i
     else:
         model = weights.pretrained(arch_cfg, _num_classes(config, arch_cfg))
         log.info("loaded pretrained %s from %s", arch_cfg["timm"], arch_cfg["weights"])
+    if config["pruning"].get("recovery", {}).get("mode") == "bn":
+        # Every pruned model gets its BatchNorm statistics re-estimated on the calibration
+        # images; the dense reference gets the same, so a difference measures pruning alone.
+        _bn_reestimate(config, arch, model, device)
+        extra["recovery"] = "bn"
     extra["seconds"] = round(time.time() - started, 2)
     models.save_checkpoint(out, model.cpu(), _sidecar(config, arch, "dense", 0.0, seed, model, None, extra))
 
@@ -167,9 +144,7 @@ def prune_job(config: Mapping, arch: str, method: str, sparsity: str, seed: int,
             training.train(model, images, labels, preprocess=preprocess, epochs=recovery["epochs"],
                            lr=recovery["lr"], **_train_kwargs(config, arch, device, seed))
         elif mode == "bn":
-            calib = _calibration_images(config, size)
-            training.bn_reestimate(model, calib, preprocess=preprocess, batch_size=cfgmod.schedule(config, arch)["batch_size"],
-                                   device=device)
+            _bn_reestimate(config, arch, model, device)
         parent = str(start)
     pruning.finalize(model)
     sidecar = _sidecar(config, arch, method, target, seed, model, parent,
@@ -177,6 +152,13 @@ def prune_job(config: Mapping, arch: str, method: str, sparsity: str, seed: int,
     if abs(sidecar["sparsity_actual"] - target) > 0.005:
         raise RuntimeError(f"measured sparsity {sidecar['sparsity_actual']:.4f} is more than 0.5 points from {target}")
     models.save_checkpoint(out, model.cpu(), sidecar)
+
+
+def _bn_reestimate(config: Mapping, arch: str, model: torch.nn.Module, device: torch.device) -> None:
+    size = cfgmod.image_size(config)
+    training.bn_reestimate(model, _calibration_images(config, size),
+                           preprocess=models.preprocess_for(model, config["architectures"][arch], size),
+                           batch_size=cfgmod.schedule(config, arch)["batch_size"], device=device)
 
 
 def _calibration_images(config: Mapping, size: int) -> np.ndarray:
@@ -195,15 +177,6 @@ def subset(samples: list[Sample], n: int | None) -> list[Sample]:
     """A deterministic, class-mixed subset: order by a hash of the item name, take n."""
     ordered = sorted(samples, key=lambda s: hashlib.sha1(s.item.encode()).hexdigest())
     return ordered if n is None else ordered[:n]
-
-
-def synthetic_job(config: Mapping, out: str | Path) -> None:
-    """Generate the synthetic benchmark into the folder of `out` (its MANIFEST.json)."""
-    from .data import synthetic
-
-    params = dict(config.get("synthetic", {}))
-    log.info("generating the synthetic benchmark: %s", params)
-    synthetic.generate(Path(out).parent, **params)
 
 
 # Alignment datasets that are made here from another dataset's images.
@@ -339,70 +312,23 @@ def evaluate_job(config: Mapping, arch: str, method: str, sparsity: str, seed: i
                 save_file(arrays, str(tmp), metadata={"sparsity": str(float(sparsity))})
 
 
-def aggregate_job(config: Mapping, inputs: list[str], outputs: Mapping[str, str]) -> None:
-    """metrics.parquet, the sweet-spot tables and the plain-language summary."""
-    from . import sweetspots
+def model_job(rule: str, config: Mapping, wildcards: Mapping[str, str], start: str | None, checkpoint: str,
+              outputs: Mapping[str, str], log_path: str | None, threads: int = 1) -> None:
+    """What the dense, prune and evaluate rules run, logged to the rule's log file.
 
-    started = time.time()
-    metrics = sweetspots.read_metrics(inputs)
-    io.write_parquet(outputs["metrics"], metrics, contract.provenance(config))
-    stats = config.get("stats", {})
-    curves, table = sweetspots.compute(metrics, n_boot=stats.get("n_boot", 1000),
-                                       confidence=stats.get("confidence", 0.95),
-                                       correction=stats.get("correction", "holm"), seed=stats.get("seed", 0))
-    io.write_parquet(outputs["curves"], curves)
-    summary = sweetspots.summary(table)
-    sweetspots.write_tables(table, summary, str(Path(outputs["table"]).with_suffix("")))
-    io.write_text(outputs["summary"], summary)
-    log.info("aggregated %d rows from %d files into %d sweet-spot rows in %.1f s",
-             len(metrics), len(inputs), len(table), time.time() - started)
+    dense and prune write `checkpoint`; with fuse_evaluation their `outputs` also hold the task
+    files, and the same process evaluates the checkpoint it just wrote. evaluate reads it.
+    """
+    from .joblog import job_logging
 
-
-def plots_job(curves_path: str | Path, outputs: list[str]) -> None:
-    """Curves per task and gain heatmaps per architecture, as PNG and SVG."""
-    import pandas as pd
-
-    from . import plots
-
-    curves = pd.read_parquet(curves_path)
-    stems = sorted({str(Path(p).with_suffix("")) for p in outputs})
-    for stem in stems:
-        kind, _, name = Path(stem).name.partition("-")
-        if kind == "curves":
-            plots.curves_figure(curves, name, stem)
-        else:
-            plots.gain_heatmap(curves, name, stem)
-
-
-def gallery_job(inputs: list[str], out: str | Path, title: str) -> None:
-    """One PNG: a few images' attribution maps for every method across sparsities."""
-    from safetensors import safe_open
-
-    from . import gallery
-
-    maps: dict[str, dict[float, np.ndarray]] = {}
-    images = None
-    for path in inputs:
-        with safe_open(path, framework="np") as fh:
-            sparsity = float((fh.metadata() or {})["sparsity"])
-            arrays = {key: fh.get_tensor(key) for key in fh.keys()}
-        images = arrays.pop("images", images)
-        for method, array in arrays.items():
-            maps.setdefault(method, {})[sparsity] = array
-    gallery.render(images, maps, title, out)
-
-
-
-def human_reference_job(config: Mapping, experiments: list[str], out: str | Path) -> None:
-    """Human-to-human values per experiment and condition, the reference line for the model's."""
-    import pandas as pd
-
-    from .data import human_trials
-    from .metrics import human
-
-    root = registry.dataset_path(config, "geirhos16")
-    trials = pd.concat([human_trials.load_trials(root, e) for e in experiments], ignore_index=True)
-    reference = human.human_reference(trials)
-    with io.atomic_path(out) as tmp:
-        reference.to_csv(tmp, index=False)
-    log.info("human reference for %s: %d rows", ", ".join(experiments), len(reference))
+    arch, seed = wildcards["arch"], int(wildcards["seed"])
+    method, sparsity = wildcards.get("method", "dense"), wildcards.get("sparsity", "0")
+    with job_logging(log_path):
+        if rule == "dense":
+            dense_job(config, arch, seed, checkpoint, threads)
+        elif rule == "prune":
+            prune_job(config, arch, method, sparsity, seed, start, checkpoint, threads)
+        elif rule != "evaluate":
+            raise ValueError(f"unknown model rule {rule!r}")
+        if outputs:
+            evaluate_job(config, arch, method, sparsity, seed, checkpoint, outputs, threads)

@@ -482,7 +482,7 @@ _METRIC_NAMES = {
     "top1": "top-1 accuracy", "top5": "top-5 accuracy", "rma": "relevance mass accuracy",
     "rra": "relevance rank accuracy", "pointing_game": "pointing-game accuracy", "deletion_auc": "deletion AUC",
     "insertion_auc": "insertion AUC", "corloc": "CorLoc", "iou": "box IoU", "mask_iou": "mask IoU",
-    "correct": "16-class accuracy", "accuracy": "16-class accuracy", "shape_bias": "shape bias",
+    "correct": "decision accuracy", "accuracy": "decision accuracy", "shape_bias": "shape bias",
     "shape_decision": "fraction of shape decisions", "texture_decision": "fraction of texture decisions",
     "accuracy_difference": "accuracy difference to humans", "observed_consistency": "observed consistency with humans",
     "error_consistency": "error consistency with humans", "shape_or_texture": "fraction of shape-or-texture decisions",

@@ -24,7 +24,7 @@ from snakemake.utils import validate
 
 from sweetspot import config as study
 from sweetspot import io as sweetspot_io
-from sweetspot import models, pipeline, weights
+from sweetspot import models, pipeline, report_jobs, weights
 from sweetspot.data import registry, synthetic
 from sweetspot.data.images import DataError
 from sweetspot.metrics.localization import localization_scores
@@ -244,7 +244,7 @@ def test_an_image_without_object_or_box_is_a_counted_skip(bench, tmp_path):
 
     results = {name: str(tmp_path / "results" / f"{name}.{ext}") for name, ext in
                [("metrics", "parquet"), ("curves", "parquet"), ("table", "parquet"), ("summary", "md")]}
-    pipeline.aggregate_job(bench, outputs, results)
+    report_jobs.aggregate_job(bench, outputs, results)
     curves = pd.read_parquet(results["curves"])
     counted = curves[(curves["metric"] == "flag_skipped") & (curves["sparsity"] == 0.5)]
     assert sorted(counted["task"]) == ["discovery", "interpretability"]

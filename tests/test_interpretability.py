@@ -108,6 +108,39 @@ def test_attention_equals_the_explicit_attention_matrix(batch):
     torch.testing.assert_close(A.attribute(model, batch, predicted(model, batch), "attention", CFG), want)
 
 
+class ReluAfterFeatures(nn.Module):
+    """A CNN whose head applies a ReLU after the Grad-CAM layer (like a VGG classifier)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(8, 8, 3, 2, 1))
+        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+
+    def forward_features(self, x):
+        return self.features(x)
+
+    def forward(self, x):
+        return self.head(self.forward_features(x))
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "resnet18", "relu_after_features"])
+def test_guided_gradcam_equals_captums_two_pass_result(batch, name):
+    from captum.attr import GuidedGradCam
+
+    torch.manual_seed(0)
+    net = ReluAfterFeatures().eval() if name == "relu_after_features" else make(name)
+    x = batch.clone().requires_grad_(True)
+    targets = predicted(net, batch)
+    layer = A.gradcam_layer(net, batch)
+    ours = A._pixel_attribution(net, x, targets, "guided_gradcam", CFG)
+    # the one-pass path applies exactly when no ReLU follows the Grad-CAM layer
+    assert (A._guided_gradcam_one_pass(net, layer, x, targets) is None) == (name == "relu_after_features")
+    reference = GuidedGradCam(net, layer).attribute(batch.clone().requires_grad_(True), target=targets,
+                                                   interpolate_mode="bilinear")
+    assert ours.abs().sum() > 0
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-7)
+
+
 def test_gradcam_layer_is_the_last_stage():
     x = torch.zeros(1, 3, SIZE, SIZE)
     resnet = make("test_resnet")

@@ -22,6 +22,7 @@ SPARSITIES = [study.sparsity_label(s) for s in sorted(config["pruning"]["sparsit
 SEEDS = list(config["seeds"])
 TASKS = list(config["tasks"])
 CHECKPOINTS = study.checkpoints(config)
+FUSED = config["fuse_evaluation"]  # the training / pruning job also evaluates its checkpoint
 
 
 wildcard_constraints:
@@ -51,6 +52,14 @@ def checkpoint_path(arch, method, sparsity, seed):
 
 def metrics_path(task, arch, method, sparsity, seed):
     return f"{RESULTS}/metrics/{task}/{arch}/{method}/{sparsity}/seed{seed}.parquet"
+
+
+def evaluate_outputs(method="{method}", sparsity="{sparsity}"):
+    """What evaluating one checkpoint writes: one Parquet per task, and the gallery's maps."""
+    outputs = {task: metrics_path(task, "{arch}", method, sparsity, "{seed}") for task in TASKS}
+    if "interpretability" in TASKS:
+        outputs["gallery"] = f"{RESULTS}/gallery/{{arch}}/{method}/{sparsity}/seed{{seed}}.safetensors"
+    return outputs
 
 
 def all_metrics():

@@ -1,6 +1,7 @@
 # Dense models and their pruned descendants. IMP levels form a chain: each starts from the
 # previous configured level; every other method starts from the dense model (SNIP from its
-# initialisation, which the seed reproduces).
+# initialisation, which the seed reproduces). With `fuse_evaluation` each of these jobs also
+# evaluates the checkpoint it wrote (evaluate.smk explains the separate rule otherwise).
 
 
 def prune_start(wildcards):
@@ -23,14 +24,18 @@ rule dense:
         data=data_inputs,
         weights=dense_weights,
     output:
-        f"{RESULTS}/models/{{arch}}/dense/seed{{seed}}.safetensors",
+        checkpoint=f"{RESULTS}/models/{{arch}}/dense/seed{{seed}}.safetensors",
+        **(evaluate_outputs("dense", "0") if FUSED else {}),
     params:
         arch=lambda wc: config["architectures"][wc.arch],
         schedule=lambda wc: study.schedule(config, wc.arch),
+        recovery=config["pruning"]["recovery"] if config["pruning"]["recovery"]["mode"] == "bn" else {},
+        tasks=config["tasks"] if FUSED else {},
     log:
         f"{RESULTS}/logs/dense/{{arch}}/seed{{seed}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/dense/{{arch}}/seed{{seed}}.tsv"
+    priority: 10  # every pruned model but SNIP waits for it: start it before the SNIP jobs
     threads: res("dense")["threads"]
     resources:
         mem_mb=lambda wc, attempt: res("dense")["mem_mb"] * attempt,  # a retry after OOM asks for more
@@ -47,7 +52,8 @@ rule prune:
         data=data_inputs,
         start=prune_start,
     output:
-        f"{RESULTS}/models/{{arch}}/{{method}}/{{sparsity}}/seed{{seed}}.safetensors",
+        checkpoint=f"{RESULTS}/models/{{arch}}/{{method}}/{{sparsity}}/seed{{seed}}.safetensors",
+        **(evaluate_outputs() if FUSED else {}),
     wildcard_constraints:
         method="magnitude|imp|snip|random",
     params:
@@ -56,6 +62,7 @@ rule prune:
         recovery=config["pruning"]["recovery"],
         snip=lambda wc: config["pruning"]["snip"] if wc.method == "snip" else {},
         schedule=lambda wc: study.schedule(config, wc.arch) if wc.method == "snip" or config["pruning"]["recovery"]["mode"] == "finetune" else {},
+        tasks=config["tasks"] if FUSED else {},
     log:
         f"{RESULTS}/logs/prune/{{arch}}/{{method}}/{{sparsity}}/seed{{seed}}.log",
     benchmark:

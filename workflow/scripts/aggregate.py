@@ -2,7 +2,8 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")
-from sweetspot import pipeline  # noqa: E402
+from sweetspot import report_jobs  # noqa: E402
+from sweetspot.joblog import job_logging  # noqa: E402
 
-with pipeline.job_logging(snakemake.log[0]):
-    pipeline.aggregate_job(snakemake.config, list(snakemake.input), dict(snakemake.output.items()))
+with job_logging(snakemake.log[0]):
+    report_jobs.aggregate_job(snakemake.config, list(snakemake.input), dict(snakemake.output.items()))

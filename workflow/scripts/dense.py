@@ -1,9 +1,7 @@
-"""Train (or load) one dense model."""
+"""Train (or load) one dense model, and evaluate it when fuse_evaluation is on."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")
-from sweetspot import pipeline  # noqa: E402
+from sweetspot import forkserver  # noqa: E402  (light: torch is imported by the warm server, or on demand)
 
-with pipeline.job_logging(snakemake.log[0]):
-    pipeline.dense_job(snakemake.config, snakemake.wildcards.arch, int(snakemake.wildcards.seed),
-                       snakemake.output[0], snakemake.threads)
+forkserver.run_rule(snakemake)

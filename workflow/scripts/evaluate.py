@@ -2,9 +2,6 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")
-from sweetspot import pipeline  # noqa: E402
+from sweetspot import forkserver  # noqa: E402  (light: torch is imported by the warm server, or on demand)
 
-wc = snakemake.wildcards
-with pipeline.job_logging(snakemake.log[0]):
-    pipeline.evaluate_job(snakemake.config, wc.arch, wc.method, wc.sparsity, int(wc.seed),
-                          snakemake.input.checkpoint, dict(snakemake.output.items()), snakemake.threads)
+forkserver.run_rule(snakemake)

@@ -2,8 +2,9 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")
-from sweetspot import pipeline  # noqa: E402
+from sweetspot import report_jobs  # noqa: E402
+from sweetspot.joblog import job_logging  # noqa: E402
 
-with pipeline.job_logging(snakemake.log[0]):
-    pipeline.gallery_job(list(snakemake.input), snakemake.output[0],
-                         f"{snakemake.wildcards.arch}, {snakemake.wildcards.method} pruning")
+with job_logging(snakemake.log[0]):
+    report_jobs.gallery_job(list(snakemake.input), snakemake.output[0],
+                            f"{snakemake.wildcards.arch}, {snakemake.wildcards.method} pruning")

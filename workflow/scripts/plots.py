@@ -2,7 +2,8 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")
-from sweetspot import pipeline  # noqa: E402
+from sweetspot import report_jobs  # noqa: E402
+from sweetspot.joblog import job_logging  # noqa: E402
 
-with pipeline.job_logging(snakemake.log[0]):
-    pipeline.plots_job(snakemake.input.curves, list(snakemake.output.curves) + list(snakemake.output.gains))
+with job_logging(snakemake.log[0]):
+    report_jobs.plots_job(snakemake.input.curves, list(snakemake.output.curves) + list(snakemake.output.gains))

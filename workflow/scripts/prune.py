@@ -1,10 +1,7 @@
-"""Prune one checkpoint to one sparsity and recover it."""
+"""Prune one checkpoint to one sparsity and recover it, and evaluate it when fuse_evaluation is on."""
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")
-from sweetspot import pipeline  # noqa: E402
+from sweetspot import forkserver  # noqa: E402  (light: torch is imported by the warm server, or on demand)
 
-wc = snakemake.wildcards
-with pipeline.job_logging(snakemake.log[0]):
-    pipeline.prune_job(snakemake.config, wc.arch, wc.method, wc.sparsity, int(wc.seed),
-                       snakemake.input.get("start") or None, snakemake.output[0], snakemake.threads)
+forkserver.run_rule(snakemake)

@@ -1,0 +1,320 @@
+"""Warm start for model jobs: fork them from a server that has already imported torch.
+
+A model job (dense, prune, evaluate) spends about 10 CPU-seconds importing torch, torchvision
+(which imports torch._dynamo), timm, captum and pandas before its first line of work: on two
+cores that was about 40 % of the default study. With `warm_start: true` the first model job
+starts a server that imports them once; every job script then connects to it over a UNIX
+socket, hands over its stdout and stderr, and the server forks a child that runs
+`pipeline.model_job` with them. A forked child is the process a fresh interpreter would be after
+the same imports, so the numbers are the same (tests/test_forkserver.py compares them).
+
+What keeps this safe:
+- the server runs no threads of its own (forking a threaded process can hand the child a held
+  lock; the one thread its imports start, pyarrow's jemalloc purger, is fork-safe) and never
+  runs model code itself, so no torch thread pool or CUDA context exists when it forks;
+- the child gets the job's environment and working directory; if the job's own process dies
+  (Snakemake cancelled or killed), the server kills the child before it can write more;
+- the socket's name hashes the interpreter and the library's source files: edited code gets a
+  new server; a server exits after IDLE_SECONDS without jobs;
+- inside a SLURM allocation (SLURM_JOB_ID set) jobs always run in their own process: a server
+  would belong to the first job's cgroup and die with it;
+- the socket lives in a private per-user folder under TMPDIR (jobs send it their environment);
+- when no server can be started, the job runs in its own process and says why on stderr.
+
+Snakemake's benchmark files then measure the job's client process: its wall time is the job's,
+its cpu_time and max_rss are not. The child logs its own CPU time and peak memory at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Mapping
+
+PACKAGE = Path(__file__).resolve().parent
+IDLE_SECONDS = 120  # long enough to bridge the gaps between a study's jobs
+START_TIMEOUT = 300  # the server's imports take ~10 s alone, longer on a loaded machine
+HEADER = struct.Struct("!Q")
+# What a model job imports; the server imports it once before it accepts jobs.
+PRELOAD = ("sweetspot.pipeline", "sweetspot.tasks.accuracy", "sweetspot.tasks.interpretability",
+           "sweetspot.tasks.discovery", "sweetspot.tasks.alignment", "timm", "captum.attr", "pandas")
+
+
+def run_rule(smk: Any) -> None:
+    """The dense, prune and evaluate scripts: one model job from Snakemake's `snakemake` object."""
+    outputs = dict(smk.output.items())
+    checkpoint = smk.input.checkpoint if smk.rule == "evaluate" else outputs.pop("checkpoint")
+    job = dict(rule=smk.rule, config=smk.config, wildcards=dict(smk.wildcards.items()),
+               start=smk.input.get("start") or None, checkpoint=checkpoint, outputs=outputs,
+               log_path=smk.log[0], threads=smk.threads)
+    run(job, warm=bool(smk.config.get("warm_start", False)))
+
+
+def run(job: Mapping[str, Any], warm: bool) -> None:
+    """Run `pipeline.model_job(**job)` in a warm forked child, or here; exit like the job did."""
+    reason = _cannot_warm_start(warm)
+    for _ in range(2 if reason is None else 0):  # a server may close between connect and request
+        try:
+            connection = _connect_or_start()
+        except OSError as error:
+            reason = f"the warm-start server is unavailable ({error})"
+            break
+        with connection:
+            code = _run_remote(connection, job)
+        if code is None:
+            reason = "the warm-start server closed before it started the job"
+            continue
+        if code:
+            sys.exit(code)
+        return
+    if warm:
+        print(f"sweetspot: running the job in its own process: {reason}", file=sys.stderr, flush=True)
+    from . import pipeline
+
+    pipeline.model_job(**job)
+
+
+def _cannot_warm_start(warm: bool) -> str | None:
+    if not warm:
+        return "warm_start is off"
+    if os.environ.get("SLURM_JOB_ID"):
+        return "inside a SLURM job"
+    if not hasattr(os, "fork") or not hasattr(socket, "AF_UNIX"):
+        return "this platform has no fork or UNIX sockets"
+    return None
+
+
+# --- client -----------------------------------------------------------------------------------
+
+
+def server_address() -> Path:
+    """A per-user socket path that changes with the interpreter and with any library source file."""
+    digest = hashlib.sha256(os.path.realpath(sys.executable).encode())
+    digest.update(sys.version.encode())
+    for path in sorted(PACKAGE.rglob("*.py")):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(PACKAGE)}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    folder = Path(tempfile.gettempdir()) / f"sweetspot-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    stat = folder.stat()
+    if stat.st_uid != os.getuid() or stat.st_mode & 0o077:  # jobs send their environment there
+        raise PermissionError(f"{folder} must belong to this user and be private (chmod 700)")
+    return folder / f"{digest.hexdigest()[:20]}.sock"
+
+
+def _try_connect(address: Path) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(address))
+        return sock
+    except OSError:
+        sock.close()
+        return None
+
+
+def _connect_or_start() -> socket.socket:
+    address = server_address()  # PermissionError (an OSError) when its folder is not private
+    sock = _try_connect(address)
+    if sock is not None:
+        return sock
+    # One client starts the server; the others wait on the lock, then connect to it.
+    with open(address.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sock = _try_connect(address)
+        if sock is not None:
+            return sock
+        address.unlink(missing_ok=True)  # a dead server's socket
+        log = address.with_suffix(".log")
+        with open(log, "ab") as server_log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "sweetspot.forkserver", str(address)],
+                cwd=PACKAGE.parent, env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)},
+                stdin=subprocess.DEVNULL, stdout=server_log, stderr=server_log, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            sock = _try_connect(address)
+            if sock is not None:
+                return sock
+            if server.poll() is not None:
+                raise OSError(f"it exited with code {server.returncode}; see {log}")
+            time.sleep(0.1)
+        server.kill()
+        raise OSError(f"it did not start within {START_TIMEOUT} s; see {log}")
+
+
+def _send(sock: socket.socket, message: Mapping[str, Any], fds: list[int] | None = None) -> None:
+    payload = json.dumps(message).encode()
+    header = HEADER.pack(len(payload))
+    if fds:
+        socket.send_fds(sock, [header], fds)
+    else:
+        sock.sendall(header)
+    sock.sendall(payload)
+
+
+def _recv_exact(sock: socket.socket, n: int, first: bytes = b"") -> bytes:
+    data = bytearray(first)
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("connection closed mid-message")
+        data += chunk
+    return bytes(data)
+
+
+def _recv(sock: socket.socket, max_fds: int = 0) -> tuple[dict, list[int]]:
+    fds: list[int] = []
+    if max_fds:
+        first, fds, _, _ = socket.recv_fds(sock, HEADER.size, max_fds)
+        if not first:
+            raise ConnectionError("connection closed before a message")
+    else:
+        first = b""
+    (length,) = HEADER.unpack(_recv_exact(sock, HEADER.size, first))
+    return json.loads(_recv_exact(sock, length)), fds
+
+
+def _run_remote(sock: socket.socket, job: Mapping[str, Any]) -> int | None:
+    """The job's exit code, or None when the server closed before starting it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    request = {"job": job, "cwd": os.getcwd(), "env": dict(os.environ)}
+    try:
+        _send(sock, request, [sys.stdout.fileno(), sys.stderr.fileno()])
+        started, _ = _recv(sock)
+    except (ConnectionError, BrokenPipeError):
+        return None  # nothing started: safe to try again
+    print(f"sweetspot: warm start, the job runs as process {started['pid']} of server {started['server']}",
+          file=sys.stderr, flush=True)
+    try:
+        finished, _ = _recv(sock)
+    except ConnectionError:
+        print(f"sweetspot: the warm-start server {started['server']} stopped during the job",
+              file=sys.stderr, flush=True)
+        return 1
+    return int(finished["exit"])
+
+
+# --- server -----------------------------------------------------------------------------------
+
+
+def _child(request: Mapping[str, Any], fds: list[int], close: list[socket.socket]) -> None:
+    """In the forked child: become the job's process, run it, never return."""
+    code = 1
+    try:
+        for sock in close:
+            sock.close()
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        for fd in fds:
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        from . import pipeline
+
+        pipeline.model_job(**request["job"])
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    except BaseException:  # noqa: BLE001 - the job's failure, reported as its process would
+        traceback.print_exc()
+    finally:
+        _log_usage(request["job"].get("log_path"))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _log_usage(log_path: str | None) -> None:
+    """The child's own CPU time and peak memory, which Snakemake's benchmark file cannot see."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    line = (f"sweetspot: warm-started job process {os.getpid()} used {usage.ru_utime + usage.ru_stime:.1f} "
+            f"CPU-s; peak RSS {usage.ru_maxrss / 1024:.0f} MB (shared with the server's imports)\n")
+    try:
+        with open(log_path, "a") as log:
+            log.write(line)
+    except (OSError, TypeError):
+        sys.stderr.write(line)
+
+
+def serve(address: Path) -> None:
+    """Import what model jobs need, then fork one child per job until idle."""
+    import importlib
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    staging = address.with_name(f"{address.stem}.{os.getpid()}.tmp")
+    staging.unlink(missing_ok=True)
+    listener.bind(str(staging))
+    listener.listen(16)
+    os.replace(staging, address)  # clients see the socket only once it accepts
+    inode = address.stat().st_ino
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    children: dict[int, socket.socket] = {}
+    idle_since = time.monotonic()
+    print(f"sweetspot fork server {os.getpid()} ready at {address}", flush=True)
+    try:
+        while children or time.monotonic() - idle_since < IDLE_SECONDS:
+            for key, _ in selector.select(timeout=0.05):
+                if key.fileobj is listener:
+                    conn, _ = listener.accept()
+                    try:
+                        conn.settimeout(30)
+                        request, fds = _recv(conn, max_fds=2)
+                        conn.settimeout(None)
+                    except (OSError, ValueError) as error:
+                        print(f"refused a malformed request: {error}", flush=True)
+                        conn.close()
+                        continue
+                    pid = os.fork()
+                    if pid == 0:
+                        _child(request, fds, [listener, conn, *children.values()])
+                    for fd in fds:
+                        os.close(fd)
+                    children[pid] = conn
+                    selector.register(conn, selectors.EVENT_READ, pid)
+                    _send(conn, {"pid": pid, "server": os.getpid()})
+                else:  # the job's own process closed its end: it was cancelled or killed
+                    pid = key.data
+                    if pid in children:
+                        os.kill(pid, signal.SIGKILL)
+            while children:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+                if pid == 0:
+                    break
+                conn = children.pop(pid, None)
+                if conn is None:
+                    continue
+                selector.unregister(conn)
+                try:
+                    _send(conn, {"exit": os.waitstatus_to_exitcode(status)})
+                except OSError:
+                    pass  # the client is gone already
+                conn.close()
+                idle_since = time.monotonic()
+    finally:
+        with contextlib.suppress(OSError):
+            if address.stat().st_ino == inode:  # not a newer server's socket
+                address.unlink()
+        listener.close()
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]))
