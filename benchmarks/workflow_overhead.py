@@ -214,6 +214,12 @@ def main() -> None:
         if jobs and wall[0] > 0:
             job_wall = sum(j[1] for j in jobs)
             job_cpu = sum(j[2] for j in jobs if j[2] == j[2])
+            if study_config.get("warm_start"):
+                # benchmark files see a warm job's client only; its forked child logs its own CPU time
+                forked = [float(m) for log in (study / "results" / "logs").rglob("*.log")
+                          for m in re.findall(r"used ([0-9.]+) CPU-s", log.read_text())]
+                job_cpu += sum(forked)
+                print(f"  {len(forked)} warm-started jobs used {sum(forked):.0f} CPU-s in their forked children")
             print(f"  {len(jobs)} jobs with benchmark files: sum of job wall {job_wall:.0f} s, of job cpu {job_cpu:.0f} s; "
                   f"study wall {wall[0]:.0f} s (summed over {', '.join(wall[1])})")
             print(f"  fixed cost share: {len(jobs)} x {fixed_wall:.2f} s = {len(jobs) * fixed_wall:.0f} s "
