@@ -1,5 +1,6 @@
-"""Warm start: a model job forked from the server gives the numbers of a fresh process, dies with
-its client, reports its failure, and never starts a server inside SLURM."""
+"""How model jobs run changes nothing they compute: a job forked from the warm server gives the
+numbers of a fresh process (and dies with its client, reports its failure, never starts a server
+inside SLURM), and a fused dense+evaluate job gives those of a separate evaluate job."""
 
 from __future__ import annotations
 
@@ -151,3 +152,19 @@ def test_edited_library_code_gets_a_new_server(tmp_path, monkeypatch):
     assert forkserver.server_address() == before
     (package / "pruning.py").write_text((package / "pruning.py").read_text() + "\n# edited\n")
     assert forkserver.server_address() != before
+
+
+def test_fused_evaluation_gives_the_numbers_of_a_separate_evaluate_job(study, short_tmp):
+    root, config = study
+    fused = dense_job(root, config, "fused")
+    code, err = finish(client(fused, False, short_tmp))
+    assert code == 0, err
+    separate = dict(rule="evaluate", config=config, wildcards={"arch": "vit", "method": "dense", "sparsity": "0",
+                                                                "seed": "0"},
+                    start=None, checkpoint=fused["checkpoint"],
+                    outputs={"accuracy": str(root / "separate" / "accuracy.parquet")},
+                    log_path=str(root / "separate" / "evaluate.log"), threads=1)
+    code, err = finish(client(separate, False, short_tmp))
+    assert code == 0, err
+    pd.testing.assert_frame_equal(pd.read_parquet(root / "fused" / "accuracy.parquet"),
+                                  pd.read_parquet(root / "separate" / "accuracy.parquet"))
