@@ -290,7 +290,8 @@ def serve(address: Path) -> None:
                         os.close(fd)
                     children[pid] = conn
                     selector.register(conn, selectors.EVENT_READ, pid)
-                    _send(conn, {"pid": pid, "server": os.getpid()})
+                    with contextlib.suppress(OSError):  # a client gone already shows up as EOF next
+                        _send(conn, {"pid": pid, "server": os.getpid()})
                 else:  # the job's own process closed its end: it was cancelled or killed
                     pid = key.data
                     if pid in children:
