@@ -204,8 +204,8 @@ def main() -> None:
         print(f"\n(c) study {study}")
         import yaml
 
-        study_config = yaml.safe_load(((args.study_configfile or study / "config.yaml")).read_text())
-        if study_config.get("warm_start"):
+        warm = bool(yaml.safe_load((args.study_configfile or study / "config.yaml").read_text()).get("warm_start"))
+        if warm:
             fixed_wall, fixed_cpu = warm_wall + load_s, warm_cpu + load_s
             print(f"  the study used warm_start: fixed cost per job {fixed_wall:.2f} s wall, {fixed_cpu:.2f} s cpu")
         noop_rerun(study, args.rerun_triggers_mtime, args.study_configfile)
@@ -214,7 +214,7 @@ def main() -> None:
         if jobs and wall[0] > 0:
             job_wall = sum(j[1] for j in jobs)
             job_cpu = sum(j[2] for j in jobs if j[2] == j[2])
-            if study_config.get("warm_start"):
+            if warm:
                 # benchmark files see a warm job's client only; its forked child logs its own CPU time
                 forked = [float(m) for log in (study / "results" / "logs").rglob("*.log")
                           for m in re.findall(r"used ([0-9.]+) CPU-s", log.read_text())]

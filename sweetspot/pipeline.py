@@ -19,6 +19,7 @@ from . import config as cfgmod
 from . import contract, device as devmod, io, models, pruning, training, weights
 from .data import registry
 from .data.samples import Sample
+from .joblog import job_logging
 
 log = logging.getLogger("sweetspot")
 
@@ -319,8 +320,6 @@ def model_job(rule: str, config: Mapping, wildcards: Mapping[str, str], start: s
     dense and prune write `checkpoint`; with fuse_evaluation their `outputs` also hold the task
     files, and the same process evaluates the checkpoint it just wrote. evaluate reads it.
     """
-    from .joblog import job_logging
-
     arch, seed = wildcards["arch"], int(wildcards["seed"])
     method, sparsity = wildcards.get("method", "dense"), wildcards.get("sparsity", "0")
     with job_logging(log_path):

@@ -27,6 +27,17 @@ def snakemake_bin() -> str:
 
 
 @pytest.fixture
+def torch_global_state():
+    """Jobs called in-process pin threads and switch on deterministic algorithms: undo that for other tests."""
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+@pytest.fixture
 def default_config() -> dict:
     return yaml.safe_load((ROOT / "config.yaml").read_text())
 

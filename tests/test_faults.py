@@ -38,15 +38,7 @@ SYNTHETIC = {"seed": 0, "image_size": SIZE, "n_classes": 8, "train_per_class": 1
              "cue_conflict_per_class": 1, "texture_match": 0.8, "clutter": 0}
 
 
-@pytest.fixture(autouse=True)
-def _torch_global_state():
-    """The jobs called here pin threads and switch on deterministic algorithms: undo that for other tests."""
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+pytestmark = pytest.mark.usefixtures("torch_global_state")  # the jobs called here pin global torch state
 
 
 # --- config ---------------------------------------------------------------------------------

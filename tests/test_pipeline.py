@@ -16,13 +16,7 @@ from conftest import TINY
 RESNET_FILE = {"timm": "test_resnet", "kwargs": {}, "weights": "file", "num_classes": 8}
 
 
-@pytest.fixture(autouse=True)
-def _torch_global_state():
-    """The jobs pin threads and switch on deterministic algorithms: undo that for other tests."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
+pytestmark = pytest.mark.usefixtures("torch_global_state")  # the jobs called here pin global torch state
 
 
 @pytest.fixture
