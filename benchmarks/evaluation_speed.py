@@ -2,21 +2,28 @@
 
 For every evaluation method and task (saliency, ig, ig_smoothgrad, gradcam, guided_gradcam,
 attention; deletion+insertion AUC; LOST discovery; accuracy and alignment forward) on the
-default architectures (timm test_resnet, test_vit img_size=48 patch_size=6, 48 px, batch 64)
+default architectures (config.yaml's resnet and vit, built as the study builds them: timm
+test_resnet and test_vit with the config's keyword arguments, 48 px, batch 64)
 and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
 
 - ours/s: images per second of the library call (`attribute`, `deletion_auc` + `insertion_auc`,
   `tasks.discovery.evaluate`, `tasks.accuracy.evaluate`, `tasks.alignment.evaluate`);
 - bound/s: images per second if the method cost nothing but its passes, each pass timed here
   at the same batch size: fwd (inference_mode), fwd+bwd to the input ("in"), fwd+bwd to the
-  Grad-CAM layer only ("layer"). Passes per batch: saliency 1 in; gradcam 1 layer;
+  Grad-CAM layer only ("layer"); gradient passes of CNNs on the BatchNorm-folded copy the
+  methods run on (sweetspot.bn_folding), so pass-x includes folding's gain. Passes per batch: saliency 1 in; gradcam 1 layer;
   guided_gradcam 1 in (one pass gives the guided input gradient and the Grad-CAM layer's
   gradient; captum's GuidedGradCam, the paper's way, runs 1 layer + 1 in);
   ig steps x in; ig_smoothgrad samples x steps x in; attention 1 fwd; deletion+insertion
   (steps+1) x 2 fwd; LOST 1 fwd (of the model LOST reads: the dilated one where the study
   dilates); accuracy and alignment 1 fwd;
 - eff: bound time / our time (1 = at the bound; above 1 when the method does less than a full
-  pass, e.g. attention stops at forward_features, or from timing noise of about +-10%);
+  pass, e.g. attention stops at the last block's qkv projection, or from timing noise of
+  about +-10%);
+- shared: the single-pass methods in one `attribute_batch` call, as the interpretability task
+  runs them: one forward pass that also picks the targets, one backward pass for saliency's
+  and Grad-CAM's gradients (attention reads the same forward pass), one more for guided
+  backprop (CNNs); against the paper's way of running each of these methods alone;
 - paper/s: images per second done the paper's way: one image per call, a new captum object
   per image, an extra forward pass for the prediction (LOST, accuracy and alignment: one image
   per forward pass; deletion/insertion: one perturbed image per forward pass, as RISE's single
@@ -26,22 +33,22 @@ and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
 - MB: the largest resident memory above the level before the call (psutil, sampled every
   2 ms in the first round; memory the allocator kept from earlier calls is not seen again).
 
-The target class of the batched methods comes from one forward pass per batch shared by all
-methods of the interpretability task; it is timed once per case ("targets" row) and not
-charged to each method. Time is the main thread's CPU time with --threads 1 (every op, the
+In the per-method rows the target class comes from one forward pass per batch, timed once
+per case ("targets" row) and not charged to the method; the shared row charges it. Time is the main thread's CPU time with --threads 1 (every op, the
 backward pass included, runs on the calling thread), so other processes on a shared machine
 do not inflate it; wall time with more threads. Every figure is the best of --repeats rounds,
 and each round times the method's bound passes right before the method. The load average is
 printed before and after.
 
     PYTHONPATH=. python benchmarks/evaluation_speed.py [--threads 1] [--quick] [--repeats 3]
-        [--cases test_resnet test_vit resnet50] [--vit-depth N] [--clock auto|cpu|wall]
+        [--cases test_resnet test_vit resnet50] [--config config.yaml] [--clock auto|cpu|wall]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 import threading
 import time
 import warnings
@@ -52,9 +59,11 @@ import numpy as np
 import psutil
 import timm
 import torch
+import yaml
 from captum.attr import GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 
 from sweetspot import attributions as A
+from sweetspot.bn_folding import folded
 from sweetspot.data.samples import Sample
 from sweetspot.metrics.localization import deletion_auc, insertion_auc, localization_scores
 from sweetspot.models import Preprocess, family
@@ -79,11 +88,14 @@ class Case:
     lost_kwargs: dict[str, Any] = field(default_factory=dict)  # the study dilates CNNs for LOST
 
 
-def cases(vit_depth: int | None) -> dict[str, Case]:
-    vit_kwargs = {"img_size": 48, "patch_size": 6, **({"depth": vit_depth} if vit_depth else {})}
+def cases(config_path: Path) -> dict[str, Case]:
+    """The default study's two architectures as config.yaml builds them, and ResNet-50."""
+    archs = yaml.safe_load(config_path.read_text())["architectures"]
+    resnet, vit = archs["resnet"], archs["vit"]
     return {
-        "test_resnet": Case("test_resnet", "test_resnet", {}, 48, 64, 8, TINY_SETTINGS, {"output_stride": 8}),
-        "test_vit": Case("test_vit", "test_vit", vit_kwargs, 48, 64, 8, TINY_SETTINGS),
+        "test_resnet": Case("test_resnet", resnet["timm"], resnet.get("kwargs") or {}, 48, 64, 8, TINY_SETTINGS,
+                            {"output_stride": 8}),
+        "test_vit": Case("test_vit", vit["timm"], vit.get("kwargs") or {}, 48, 64, 8, TINY_SETTINGS),
         "resnet50": Case("resnet50", "resnet50", {}, 224, 16, 1000, RESNET50_SETTINGS),
     }
 
@@ -131,11 +143,26 @@ class PeakRSS:
 
 # ---------------------------------------------------------------------------------------- passes
 
-class Passes:
-    """One batch's forward / backward passes of a model, the units every bound is made of."""
+# Passes per batch of the single-pass methods as the library runs them, and per image the
+# paper's way (each with its own forward pass for the prediction; captum's GuidedGradCam runs
+# Grad-CAM and guided backprop apart). Attention stops after the last block's qkv projection,
+# less than the full forward pass counted here.
+OUR_PASSES = {"saliency": {"in": 1}, "gradcam": {"layer": 1}, "guided_gradcam": {"in": 1}, "attention": {"fwd": 1}}
+PAPER_PASSES = {"saliency": {"in": 1, "fwd": 1}, "gradcam": {"layer": 1, "fwd": 1},
+                "guided_gradcam": {"layer": 1, "in": 1, "fwd": 1}, "attention": {"fwd": 2}}
+SHORT = {"saliency": "sal", "gradcam": "gc", "guided_gradcam": "ggc", "attention": "att"}
 
-    def __init__(self, model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor):
+class Passes:
+    """One batch's forward / backward passes of a model, the units every bound is made of.
+
+    Gradient passes run on the model as the attribution methods run it (with `fold`): a CNN
+    with its BatchNorm folded into the convolutions (sweetspot.bn_folding); forward passes
+    (targets, attention, faithfulness, LOST, accuracy, alignment) on the model itself.
+    """
+
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, fold: bool = True):
         self.model, self.x, self.targets = model, x, targets
+        self.grad_model = folded(model, x) if fold else model
 
     def fwd(self) -> None:
         with torch.inference_mode():
@@ -143,16 +170,16 @@ class Passes:
 
     def bwd_to_input(self) -> None:
         x = self.x.detach().requires_grad_(True)
-        out = self.model(x).gather(1, self.targets[:, None]).sum()
+        out = self.grad_model(x).gather(1, self.targets[:, None]).sum()
         torch.autograd.grad(out, x)
 
     def bwd_to_layer(self) -> None:
         """fwd + the backward pass from the target logits down to the Grad-CAM layer only."""
-        with A.gradcam_target(self.model, self.x) as layer:
+        with A.gradcam_target(self.grad_model, self.x) as layer:
             captured: list[torch.Tensor] = []
             handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
             try:
-                out = self.model(self.x).gather(1, self.targets[:, None]).sum()
+                out = self.grad_model(self.x).gather(1, self.targets[:, None]).sum()
             finally:
                 handle.remove()
             torch.autograd.grad(out, captured[-1])
@@ -336,7 +363,7 @@ def run_case(case: Case, bench: Bench, quick: bool, methods: list[str]) -> list[
     rows: list[Row] = []
 
     full = Passes(model, x, targets)
-    one = Passes(model, x[:1], targets[:1])
+    one = Passes(model, x[:1], targets[:1], fold=False)  # the paper's passes, on the model as it is
     unit = {"fwd": (full.fwd, one.fwd), "in": (full.bwd_to_input, one.bwd_to_input),
             "layer": (full.bwd_to_layer, one.bwd_to_layer)}
     for fn in (*unit["fwd"], *unit["in"], *unit["layer"]):
@@ -367,17 +394,29 @@ def run_case(case: Case, bench: Bench, quick: bool, methods: list[str]) -> list[
             passes = f"{rows_per_image} x in per image ({n} images, {B}-row passes)"
         else:
             n = B
-            per_batch = {"saliency": {"in": 1}, "gradcam": {"layer": 1}, "guided_gradcam": {"in": 1},
-                         "attention": {"fwd": 1}}[method]
-            # captum's GuidedGradCam, the paper's way, runs Grad-CAM and guided backprop apart
-            paper_passes = {"layer": 1, "in": 1} if method == "guided_gradcam" else per_batch
-            paper_per_image = {**paper_passes, "fwd": paper_passes.get("fwd", 0) + 1}
+            per_batch, paper_per_image = OUR_PASSES[method], PAPER_PASSES[method]
             passes = " + ".join(f"{k} x {kind}" for kind, k in per_batch.items())
         xs, ts = x[:n], targets[:n]
         pn = min(paper_n, n)
         rows.append(bench.measure(case.label, method, n, batched_method(model, xs, ts, method, cfg),
                                   bound(per_batch), paper_method(model, x[:pn], method, cfg), pn,
                                   paper_bound(paper_per_image) if paper_per_image else None, passes))
+
+    single = [m for m in methods if m in A.SINGLE_PASS and A.applicable(m, fam)]
+    if len(single) > 1:
+        # As the interpretability task runs them: one call that also picks the targets (charged
+        # here, unlike the rows above), against the paper's way of running each method alone.
+        per_batch = {"in": 2, "fwd": -1} if "guided_gradcam" in single else {"in": 1}
+        paper_parts: dict[str, float] = {}
+        for method in single:
+            for kind, k in PAPER_PASSES[method].items():
+                paper_parts[kind] = paper_parts.get(kind, 0) + k
+        papers = [paper_method(model, x[:paper_n], method, cfg) for method in single]
+        rows.append(bench.measure(
+            case.label, "shared: " + "+".join(SHORT[m] for m in single), B,
+            lambda: A.attribute_batch(model, x, single, cfg, lambda logits: logits.argmax(1)), bound(per_batch),
+            lambda: [paper() for paper in papers], paper_n, paper_bound(paper_parts),
+            "1 fwd (targets too) + 1 bwd to in" + (" + 1 guided bwd to in" if "guided_gradcam" in single else "")))
 
     steps_del = int(cfg["deletion_steps"])
     n = B if small else 1
@@ -449,10 +488,10 @@ LOST <= 2 forward passes per image (1 / eff)."""
 def verdicts(rows: list[Row]) -> None:
     print("\n" + TARGETS)
     for r in rows:
-        if r.name in ("saliency", "gradcam", "guided_gradcam", "attention"):
+        if r.name in A.SINGLE_PASS or r.name.startswith("shared"):
             need = 2.5 if r.case == "resnet50" else 8.0
             ok = r.speedup is not None and r.speedup >= need
-            print(f"  {'met ' if ok else 'MISS'} {r.case:12s} {r.name:16s} speedup {fmt(r.speedup, '.1f')} "
+            print(f"  {'met ' if ok else 'MISS'} {r.case:12s} {r.name:22s} speedup {fmt(r.speedup, '.1f')} "
                   f"(need {need}; at most {fmt(r.max_speedup, '.1f')} from the passes alone)")
         elif r.name in ("ig", "ig_smoothgrad"):
             ok = r.efficiency is not None and r.efficiency >= 0.8
@@ -474,7 +513,8 @@ def main() -> None:
                         help="auto: the main thread's CPU time with --threads 1, wall time otherwise")
     parser.add_argument("--cases", nargs="+", default=["test_resnet", "test_vit", "resnet50"])
     parser.add_argument("--methods", nargs="+", default=list(A.METHODS))
-    parser.add_argument("--vit-depth", type=int, help="depth kwarg for test_vit (timm's default otherwise)")
+    parser.add_argument("--config", type=Path, default=Path("config.yaml"),
+                        help="the study whose architectures test_resnet and test_vit are built as")
     parser.add_argument("--min-seconds", type=float, default=0.5, help="repeat a call until this long")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -483,7 +523,7 @@ def main() -> None:
     clock_name = args.clock if args.clock != "auto" else ("cpu" if args.threads == 1 else "wall")
     clock = CLOCKS[clock_name]
     repeats = 1 if args.quick else args.repeats
-    all_cases = cases(args.vit_depth)
+    all_cases = cases(args.config)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPUs, {clock_name} time, "
           f"{repeats} round(s) ({1 if args.quick else args.repeats_resnet50} for resnet50), "
           f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")

@@ -3,6 +3,9 @@
 `attribute(model, x, targets, method, cfg)` returns non-negative float32 maps (N, H, W) at
 the input resolution, one value per pixel, ready for the localisation metrics (DESIGN
 section 5: "pool the attribution to one non-negative value per pixel").
+`attribute_batch(model, x, methods, cfg, pick_targets)` gives the same maps for several
+methods at once, the single-pass ones (saliency, Grad-CAM, guided Grad-CAM, attention) from
+one shared forward pass that also picks the targets (tests check it against `attribute`).
 
 Choices worth knowing:
 - Integrated Gradients integrates from the all-zero input in the *normalised* space, which
@@ -24,6 +27,10 @@ Choices worth knowing:
   heads, recomputed from that block's qkv projection (timm's fused kernel never forms the
   matrix), then upsampled bilinearly. It does not depend on the target class.
 
+Gradient methods run on a copy of a CNN with its eval-mode BatchNorm folded into the
+convolutions (sweetspot.bn_folding): the same function up to float rounding, fewer passes
+through memory; the targets of `attribute_batch` come from that copy's logits.
+
 Maps are not min-max normalised: the paper's evaluation rescales Grad-CAM and attention maps
 to [0, 1] (subtracting the minimum) before scoring, which changes relevance mass; we score
 the pooled attribution itself, as DESIGN defines it.
@@ -43,12 +50,14 @@ from captum.attr import (GuidedGradCam, IntegratedGradients, LayerAttribution, L
                          Saliency)
 from torch import nn
 
+from .bn_folding import folded
 from .models import family as model_family
 
 log = logging.getLogger(__name__)
 
 METHODS = ("saliency", "ig", "ig_smoothgrad", "gradcam", "guided_gradcam", "attention")
 POOLINGS = ("l2sq", "abs_sum", "sum_pos")
+SINGLE_PASS = ("saliency", "gradcam", "guided_gradcam", "attention")  # one forward pass each (attribute_batch)
 TARGETS = ("predicted", "true")
 
 _FAMILIES: dict[str, frozenset[str]] = {
@@ -136,6 +145,7 @@ def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: 
     if method == "attention":
         return _cls_attention(model, x.detach().float()).float()
     x = x.detach().float().requires_grad_(True)  # captum would otherwise set it and warn
+    model = folded(model, x)  # gradient passes without eval-mode BatchNorm (sweetspot.bn_folding)
     with warnings.catch_warnings():
         # Guided backprop announces its temporary ReLU hooks on every call.
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
@@ -144,6 +154,96 @@ def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: 
         else:
             maps = pool_channels(_pixel_attribution(model, x, targets, method, cfg), cfg["pooling"])
     return maps.detach().float()
+
+
+def attribute_batch(model: nn.Module, x: torch.Tensor, methods: Sequence[str], cfg: Mapping[str, Any],
+                    pick_targets: Callable[[torch.Tensor], torch.Tensor]
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The targets `pick_targets(logits)` chooses for `x` and the maps of every method, as `attribute`.
+
+    The single-pass methods (saliency, Grad-CAM, guided Grad-CAM, attention) share one forward
+    pass, the one whose logits pick the targets, and one plain backward pass (saliency's input
+    gradient and Grad-CAM's layer gradient); guided Grad-CAM adds one backward pass with the
+    ReLU gradients clamped. Run apart, each would repeat the forward pass, and the targets a
+    third. The other methods run as `attribute` runs them, on the same targets.
+    """
+    if model.training:
+        raise ValueError("attribute_batch() needs the model in eval mode (call model.eval())")
+    fam = model_family(model)
+    for method in methods:
+        if not applicable(method, fam):
+            raise ValueError(f"method {method!r} does not apply to a {fam} model; check applicable() first")
+    shared = [m for m in methods if m in SINGLE_PASS]
+    if shared:
+        targets, maps = _single_pass_maps(folded(model, x), x, shared, cfg, pick_targets)
+    else:
+        with torch.no_grad():
+            targets = pick_targets(model(x).float()).to(x.device)
+        maps = {}
+    for method in methods:
+        if method not in maps:
+            maps[method] = attribute(model, x, targets, method, cfg)
+    return targets, {method: maps[method] for method in methods}
+
+
+def _single_pass_maps(model: nn.Module, x: torch.Tensor, methods: Sequence[str], cfg: Mapping[str, Any],
+                      pick_targets: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor,
+                                                                                    dict[str, torch.Tensor]]:
+    x = x.detach().float().requires_grad_(True)
+    captured: dict[str, torch.Tensor] = {}
+    relu_outputs: list[torch.Tensor] = []
+    guided = "guided_gradcam" in methods
+
+    def keep(key: str) -> Callable[[nn.Module, Any, torch.Tensor], None]:
+        return lambda _module, _inputs, out: captured.__setitem__(key, out)
+
+    with contextlib.ExitStack() as stack:
+        layer = None
+        if "gradcam" in methods or guided:
+            layer = stack.enter_context(gradcam_target(model, x, cfg.get("gradcam_layer")))
+            stack.callback(layer.register_forward_hook(keep("layer")).remove)
+        if "attention" in methods:
+            stack.callback(_last_attention(model).qkv.register_forward_hook(keep("qkv")).remove)
+        if guided:
+            for module in model.modules():
+                if isinstance(module, nn.ReLU):
+                    hook = module.register_forward_hook(lambda _m, _i, out: relu_outputs.append(out))
+                    stack.callback(hook.remove)
+        logits = model(x)
+    targets = pick_targets(logits.detach().float()).to(x.device)
+    maps: dict[str, torch.Tensor] = {}
+    if "attention" in methods:
+        with torch.no_grad():
+            maps["attention"] = _attention_from_qkv(model, captured["qkv"], x.shape[-2:])
+    score = logits.gather(1, targets[:, None]).sum()
+    wanted = {"saliency": x} if "saliency" in methods else {}
+    if layer is not None:
+        wanted["layer"] = captured["layer"]
+    grads = dict(zip(wanted, torch.autograd.grad(score, list(wanted.values()), retain_graph=guided))) if wanted else {}
+    if "saliency" in methods:
+        maps["saliency"] = pool_channels(grads["saliency"], cfg["pooling"])
+    if layer is not None:
+        # Grad-CAM as captum's LayerGradCam computes it: channel weights are the mean gradient.
+        acts = captured["layer"].detach()
+        cam = F.relu((grads["layer"].mean(dim=(2, 3), keepdim=True) * acts).sum(dim=1, keepdim=True))
+        cam = LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
+        if "gradcam" in methods:
+            maps["gradcam"] = cam[:, 0]
+        if guided:
+            maps["guided_gradcam"] = pool_channels(_guided_backprop(score, x, relu_outputs) * cam, cfg["pooling"])
+    return targets, {m: maps[m].detach().float() for m in methods}
+
+
+def _guided_backprop(score: torch.Tensor, x: torch.Tensor, relu_outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Guided backprop's input gradient from a retained graph: the gradient at every ReLU
+    output clamped to >= 0 (captum's relu(grad_input)). ReLU outputs outside the graph carry
+    no gradient and need no clamp."""
+    handles = [t.register_hook(lambda grad: grad.clamp_min(0)) for t in relu_outputs if t.requires_grad]
+    try:
+        return torch.autograd.grad(score, x)[0]
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _pixel_attribution(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str,
@@ -323,25 +423,49 @@ def _patch_grid(model: nn.Module, image_hw: Sequence[int]) -> tuple[int, int]:
     return int(image_hw[0]) // ph, int(image_hw[1]) // pw
 
 
-def _cls_attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+class _Stop(Exception):
+    """Raised by a forward hook to end a forward pass once the tensor it needs exists."""
+
+
+def _last_attention(model: nn.Module) -> nn.Module:
     if getattr(model, "cls_token", None) is None:
         raise ValueError("attention maps need a class token; this ViT has none (drop 'attention' from methods)")
     attn = model.blocks[-1].attn
     if not isinstance(getattr(attn, "qkv", None), nn.Linear):
         raise ValueError("attention maps need the last block's fused qkv projection (timm Attention)")
+    return attn
+
+
+def _cls_attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The class token's attention from a forward pass that stops at the last block's qkv
+    projection: the rest of that block, the final norm and the head do not change the map."""
+    attn = _last_attention(model)
     captured: list[torch.Tensor] = []
-    handle = attn.qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
+
+    def stop_after_qkv(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+        captured.append(out)
+        raise _Stop
+
+    handle = attn.qkv.register_forward_hook(stop_after_qkv)
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             model.forward_features(x)
+    except _Stop:
+        pass
     finally:
         handle.remove()
-    qkv = captured[-1]
+    return _attention_from_qkv(model, captured[-1], x.shape[-2:])
+
+
+def _attention_from_qkv(model: nn.Module, qkv: torch.Tensor, image_hw: Sequence[int]) -> torch.Tensor:
+    """(N, H, W) class-token attention to the patches, averaged over heads, from the last
+    block's qkv projection output (N, T, 3 * dim), upsampled bilinearly."""
+    attn = model.blocks[-1].attn
     n, t, _ = qkv.shape
     qkv = qkv.reshape(n, t, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
     q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
     weights = (q @ k.transpose(-2, -1) * attn.scale).softmax(dim=-1)  # (N, heads, T, T)
     prefix = int(getattr(model, "num_prefix_tokens", 1))
     cls_to_patches = weights[:, :, 0, prefix:].mean(dim=1)
-    grid = cls_to_patches.reshape(n, 1, *_patch_grid(model, x.shape[-2:]))
-    return F.interpolate(grid, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+    grid = cls_to_patches.reshape(n, 1, *_patch_grid(model, image_hw))
+    return F.interpolate(grid, size=tuple(image_hw), mode="bilinear", align_corners=False)[:, 0]

@@ -141,6 +141,39 @@ def test_guided_gradcam_equals_captums_two_pass_result(batch, name):
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("target", ["predicted", "true"])
+def test_the_shared_pass_gives_each_methods_own_maps_and_targets(model, batch, target):
+    """attribute_batch (one forward pass for the targets and every single-pass method) equals
+    the targets of a separate forward pass and `attribute` run method by method (captum)."""
+    labels = [4, 0, 2]
+    pick = lambda logits: A.choose_targets(logits, labels, target)  # noqa: E731
+    methods = [m for m in A.METHODS if A.applicable(m, family(model))]
+    targets, maps = A.attribute_batch(model, batch, methods, CFG, pick)
+    with torch.no_grad():
+        assert torch.equal(targets, pick(model(batch)))
+    assert list(maps) == methods
+    for method in methods:
+        torch.testing.assert_close(maps[method], A.attribute(model, batch, targets, method, CFG), rtol=1e-5,
+                                   atol=1e-8, msg=method)
+    _, alone = A.attribute_batch(model, batch, ["gradcam"], CFG, pick)
+    torch.testing.assert_close(alone["gradcam"], maps["gradcam"], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "relu_after_features"])
+def test_shared_guided_gradcam_equals_captum(batch, name):
+    """Guided backprop off the shared pass clamps every ReLU, including one after the Grad-CAM layer."""
+    from captum.attr import GuidedGradCam
+
+    torch.manual_seed(0)
+    net = ReluAfterFeatures().eval() if name == "relu_after_features" else make(name)
+    targets, maps = A.attribute_batch(net, batch, ["saliency", "guided_gradcam"], CFG, lambda logits: logits.argmax(1))
+    reference = GuidedGradCam(net, A.gradcam_layer(net, batch)).attribute(
+        batch.clone().requires_grad_(True), target=targets, interpolate_mode="bilinear")
+    assert maps["guided_gradcam"].sum() > 0
+    torch.testing.assert_close(maps["guided_gradcam"], A.pool_channels(reference, CFG["pooling"]), rtol=1e-5,
+                               atol=1e-9)
+
+
 def test_gradcam_layer_is_the_last_stage():
     x = torch.zeros(1, 3, SIZE, SIZE)
     resnet = make("test_resnet")

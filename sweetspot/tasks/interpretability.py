@@ -7,7 +7,8 @@ the conventions for ties and degenerate maps). Methods that do not apply to the 
 family are left out with a log line; images without an object mask are not scored and
 their ids are returned beside the frame, so the caller can count them.
 
-All methods of a batch explain the same targets, from one forward pass. Attributions run
+All methods of a batch explain the same targets, picked by the forward pass that the
+single-pass methods share (sweetspot.attributions.attribute_batch). Attributions run
 in float32 (no autocast): gradients of small models in bf16 are mostly rounding.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..attributions import applicable, attribute, choose_targets
+from ..attributions import applicable, attribute_batch, choose_targets
 from ..contract import task_frame
 from ..data.samples import Sample, stack_images
 from ..metrics.localization import deletion_auc, insertion_auc, localization_scores
@@ -42,11 +43,13 @@ def _batches(samples: Sequence[Sample], size: int) -> list[Sequence[Sample]]:
     return [samples[i:i + size] for i in range(0, len(samples), size)]
 
 
-def _targets(model: torch.nn.Module, x: torch.Tensor, samples: Sequence[Sample], cfg: Mapping[str, Any],
-             class_groups: Sequence[Sequence[int]] | None) -> torch.Tensor:
-    with torch.no_grad():
-        logits = model(x).float()
-    return choose_targets(logits, [s.label for s in samples], cfg["target"], class_groups)
+def _maps(model: torch.nn.Module, x: torch.Tensor, samples: Sequence[Sample], methods: Sequence[str],
+          cfg: Mapping[str, Any], class_groups: Sequence[Sequence[int]] | None) -> tuple[torch.Tensor,
+                                                                                      dict[str, torch.Tensor]]:
+    """Targets and maps of every method, the single-pass ones from one shared pass."""
+    labels = [s.label for s in samples]
+    return attribute_batch(model, x, methods, cfg,
+                           lambda logits: choose_targets(logits, labels, cfg["target"], class_groups))
 
 
 def _ground_truth(batch: Sequence[Sample], image_hw: tuple[int, int], dataset: str) -> tuple[np.ndarray, np.ndarray]:
@@ -80,10 +83,9 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: M
     rows: list[dict[str, Any]] = []
     for batch in _batches(scored, batch_size):
         x = preprocess(stack_images(list(batch)), device)
-        targets = _targets(model, x, batch, cfg, class_groups)
         masks, ignore = _ground_truth(batch, tuple(x.shape[-2:]), dataset)
-        for method in methods:
-            maps = attribute(model, x, targets, method, cfg)
+        targets, maps_by_method = _maps(model, x, batch, methods, cfg, class_groups)
+        for method, maps in maps_by_method.items():
             scores = localization_scores(maps, masks, ignore)
             scores["deletion_auc"] = deletion_auc(model, x, maps, targets, steps=steps, batch_size=batch_size)
             scores["insertion_auc"] = insertion_auc(model, x, maps, targets, steps=steps, batch_size=batch_size)
@@ -110,5 +112,5 @@ def gallery_maps(model: torch.nn.Module, samples: list[Sample], cfg: Mapping[str
     if not chosen:
         return {}
     x = preprocess(stack_images(chosen), device)
-    targets = _targets(model, x, chosen, cfg, class_groups)
-    return {method: normalise_per_image(attribute(model, x, targets, method, cfg)) for method in _methods(model, cfg)}
+    _, maps_by_method = _maps(model, x, chosen, _methods(model, cfg), cfg, class_groups)
+    return {method: normalise_per_image(maps) for method, maps in maps_by_method.items()}
