@@ -11,12 +11,12 @@ and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
 - bound/s: images per second if the method cost nothing but its passes, each pass timed here
   at the same batch size: fwd (inference_mode), fwd+bwd to the input ("in"), fwd+bwd to the
   Grad-CAM layer only ("layer"); gradient passes of CNNs on the BatchNorm-folded copy the
-  methods run on (sweetspot.bn_folding), so pass-x includes folding's gain. Passes per batch: saliency 1 in; gradcam 1 layer;
-  guided_gradcam 1 in (one pass gives the guided input gradient and the Grad-CAM layer's
-  gradient; captum's GuidedGradCam, the paper's way, runs 1 layer + 1 in);
-  ig steps x in; ig_smoothgrad samples x steps x in; attention 1 fwd; deletion+insertion
-  (steps+1) x 2 fwd; LOST 1 fwd (of the model LOST reads: the dilated one where the study
-  dilates); accuracy and alignment 1 fwd;
+  methods run on (sweetspot.bn_folding), so pass-x includes folding's gain. Passes per
+  batch: saliency 1 in; gradcam 1 layer; guided_gradcam 1 in (one pass gives the guided
+  input gradient and the Grad-CAM layer's gradient; captum's GuidedGradCam, the paper's way,
+  runs 1 layer + 1 in); ig steps x in; ig_smoothgrad samples x steps x in; attention 1 fwd;
+  deletion+insertion (steps+1) x 2 fwd; LOST 1 fwd (of the model LOST reads: the dilated
+  one where the study dilates); accuracy and alignment 1 fwd;
 - eff: bound time / our time (1 = at the bound; above 1 when the method does less than a full
   pass, e.g. attention stops at the last block's qkv projection, or from timing noise of
   about +-10%);
@@ -34,11 +34,11 @@ and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
   2 ms in the first round; memory the allocator kept from earlier calls is not seen again).
 
 In the per-method rows the target class comes from one forward pass per batch, timed once
-per case ("targets" row) and not charged to the method; the shared row charges it. Time is the main thread's CPU time with --threads 1 (every op, the
-backward pass included, runs on the calling thread), so other processes on a shared machine
-do not inflate it; wall time with more threads. Every figure is the best of --repeats rounds,
-and each round times the method's bound passes right before the method. The load average is
-printed before and after.
+per case ("targets" row) and not charged to the method; the shared row charges it. Time is
+the main thread's CPU time with --threads 1 (every op, the backward pass included, runs on
+the calling thread), so other processes on a shared machine do not inflate it; wall time
+with more threads. Every figure is the best of --repeats rounds, and each round times the
+method's bound passes right before the method. The load average is printed before and after.
 
     PYTHONPATH=. python benchmarks/evaluation_speed.py [--threads 1] [--quick] [--repeats 3]
         [--cases test_resnet test_vit resnet50] [--config config.yaml] [--clock auto|cpu|wall]
@@ -48,11 +48,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 import threading
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -151,6 +151,7 @@ OUR_PASSES = {"saliency": {"in": 1}, "gradcam": {"layer": 1}, "guided_gradcam": 
 PAPER_PASSES = {"saliency": {"in": 1, "fwd": 1}, "gradcam": {"layer": 1, "fwd": 1},
                 "guided_gradcam": {"layer": 1, "in": 1, "fwd": 1}, "attention": {"fwd": 2}}
 SHORT = {"saliency": "sal", "gradcam": "gc", "guided_gradcam": "ggc", "attention": "att"}
+
 
 class Passes:
     """One batch's forward / backward passes of a model, the units every bound is made of.
