@@ -12,8 +12,8 @@ and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
   at the same batch size: fwd (inference_mode), fwd+bwd to the input ("in"), fwd+bwd to the
   Grad-CAM layer only ("layer"); gradient passes of CNNs on the BatchNorm-folded copy the
   methods run on (sweetspot.bn_folding), so pass-x includes folding's gain. Passes per
-  batch: saliency 1 in; gradcam 1 layer; guided_gradcam 1 in (one pass gives the guided
-  input gradient and the Grad-CAM layer's gradient; captum's GuidedGradCam, the paper's way,
+  batch: saliency 1 in; gradcam 1 layer; guided_gradcam 1 in (one forward pass; Grad-CAM's
+  layer gradient adds only the head's backward; captum's GuidedGradCam, the paper's way,
   runs 1 layer + 1 in); ig steps x in; ig_smoothgrad samples x steps x in; attention 1 fwd;
   deletion+insertion (steps+1) x 2 fwd; LOST 1 fwd (of the model LOST reads: the dilated
   one where the study dilates); accuracy and alignment 1 fwd;

@@ -10,8 +10,8 @@ one shared forward pass that also picks the targets (tests check it against `att
 Choices worth knowing:
 - Integrated Gradients integrates from the all-zero input in the *normalised* space, which
   is the dataset mean colour (the captum default, as in the paper's code).
-- Pixel attributions (saliency, ig, ig_smoothgrad, guided_gradcam) keep their sign from
-  captum and are pooled over colour channels by `cfg["pooling"]`:
+- Pixel attributions (saliency, ig, ig_smoothgrad, guided_gradcam) keep their sign (as
+  captum computes them) and are pooled over colour channels by `cfg["pooling"]`:
   "l2sq" sum_c a_c^2 (CLEVR-XAI's "l2-norm,sq", the paper's pooling for IG),
   "abs_sum" |sum_c a_c| (CLEVR-XAI's "sum,abs"), "sum_pos" max(sum_c a_c, 0) ("sum,pos").
 - Grad-CAM takes the module whose output *is* `forward_features`' output (the last stage:
@@ -40,14 +40,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 import weakref
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from captum.attr import (GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel,
-                         Saliency)
+from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 from torch import nn
 
 from .bn_folding import folded
@@ -135,25 +133,29 @@ def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: 
     ig_steps, smoothgrad_samples, smoothgrad_stdev and optionally ig_internal_batch_size,
     gradcam_layer (a CNN module name) and seed (SmoothGrad's noise). The model must be in eval mode.
     """
-    if model.training:
-        raise ValueError("attribute() needs the model in eval mode (call model.eval()); "
-                         "dropout and batch statistics would make maps random")
-    fam = model_family(model)
-    if not applicable(method, fam):
-        raise ValueError(f"method {method!r} does not apply to a {fam} model; check applicable() first")
+    _check(model, [method], "attribute()")
     targets = targets.to(x.device)
     if method == "attention":
         return _cls_attention(model, x.detach().float()).float()
     x = x.detach().float().requires_grad_(True)  # captum would otherwise set it and warn
     model = folded(model, x)  # gradient passes without eval-mode BatchNorm (sweetspot.bn_folding)
-    with warnings.catch_warnings():
-        # Guided backprop announces its temporary ReLU hooks on every call.
-        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-        if method == "gradcam":
-            maps = _gradcam(model, x, targets, cfg)
-        else:
-            maps = pool_channels(_pixel_attribution(model, x, targets, method, cfg), cfg["pooling"])
+    if method == "gradcam":
+        maps = _gradcam(model, x, targets, cfg)
+    elif method == "guided_gradcam":  # captum's GuidedGradCam runs two forward passes for this
+        maps = _single_pass_maps(model, x, [method], cfg, lambda _logits: targets)[1][method]
+    else:
+        maps = pool_channels(_pixel_attribution(model, x, targets, method, cfg), cfg["pooling"])
     return maps.detach().float()
+
+
+def _check(model: nn.Module, methods: Sequence[str], caller: str) -> None:
+    if model.training:
+        raise ValueError(f"{caller} needs the model in eval mode (call model.eval()); "
+                         "dropout and batch statistics would make maps random")
+    fam = model_family(model)
+    for method in methods:
+        if not applicable(method, fam):
+            raise ValueError(f"method {method!r} does not apply to a {fam} model; check applicable() first")
 
 
 def attribute_batch(model: nn.Module, x: torch.Tensor, methods: Sequence[str], cfg: Mapping[str, Any],
@@ -167,12 +169,7 @@ def attribute_batch(model: nn.Module, x: torch.Tensor, methods: Sequence[str], c
     ReLU gradients clamped. Run apart, each would repeat the forward pass, and the targets a
     third. The other methods run as `attribute` runs them, on the same targets.
     """
-    if model.training:
-        raise ValueError("attribute_batch() needs the model in eval mode (call model.eval())")
-    fam = model_family(model)
-    for method in methods:
-        if not applicable(method, fam):
-            raise ValueError(f"method {method!r} does not apply to a {fam} model; check applicable() first")
+    _check(model, methods, "attribute_batch()")
     shared = [m for m in methods if m in SINGLE_PASS]
     if shared:
         targets, maps = _single_pass_maps(folded(model, x), x, shared, cfg, pick_targets)
@@ -189,6 +186,10 @@ def attribute_batch(model: nn.Module, x: torch.Tensor, methods: Sequence[str], c
 def _single_pass_maps(model: nn.Module, x: torch.Tensor, methods: Sequence[str], cfg: Mapping[str, Any],
                       pick_targets: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor,
                                                                                     dict[str, torch.Tensor]]:
+    """Targets and maps from one forward pass of `model` (already folded) and at most two
+    backward passes: the plain one (saliency, Grad-CAM) and, for guided Grad-CAM, one with the
+    ReLU gradients clamped. When saliency is not wanted, the plain pass stops at Grad-CAM's
+    layer (in timm CNNs: the pooling and the linear head)."""
     x = x.detach().float().requires_grad_(True)
     captured: dict[str, torch.Tensor] = {}
     relu_outputs: list[torch.Tensor] = []
@@ -236,8 +237,9 @@ def _single_pass_maps(model: nn.Module, x: torch.Tensor, methods: Sequence[str],
 
 def _guided_backprop(score: torch.Tensor, x: torch.Tensor, relu_outputs: Sequence[torch.Tensor]) -> torch.Tensor:
     """Guided backprop's input gradient from a retained graph: the gradient at every ReLU
-    output clamped to >= 0 (captum's relu(grad_input)). ReLU outputs outside the graph carry
-    no gradient and need no clamp."""
+    output clamped to >= 0, before that ReLU's own backward: captum's relu(grad_input). ReLU
+    outputs outside the graph carry no gradient and need no clamp; one changed in place later
+    would fail autograd's own check (ReLU saves its output for the backward pass)."""
     handles = [t.register_hook(lambda grad: grad.clamp_min(0)) for t in relu_outputs if t.requires_grad]
     try:
         return torch.autograd.grad(score, x)[0]
@@ -264,58 +266,7 @@ def _pixel_attribution(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
             return NoiseTunnel(IntegratedGradients(_channels_last_input(model))).attribute(
                 x, nt_type="smoothgrad", nt_samples=int(cfg["smoothgrad_samples"]), nt_samples_batch_size=1,
                 stdevs=float(cfg["smoothgrad_stdev"]), baselines=torch.zeros_like(x), **ig_kwargs)
-    if method == "guided_gradcam":
-        layer = gradcam_layer(model, x, cfg.get("gradcam_layer"))
-        single = _guided_gradcam_one_pass(model, layer, x, targets)
-        if single is not None:
-            return single
-        return GuidedGradCam(model, layer).attribute(x, target=targets, interpolate_mode="bilinear")
     raise ValueError(f"unknown attribution method {method!r}; choose from {', '.join(METHODS)}")
-
-
-def _guided_gradcam_one_pass(model: nn.Module, layer: nn.Module, x: torch.Tensor,
-                             targets: torch.Tensor) -> torch.Tensor | None:
-    """captum's GuidedGradCam in one forward and one backward pass instead of two of each.
-
-    Guided backprop passes only positive gradients through every ReLU: clamping the gradient
-    at each nn.ReLU's output to >= 0 before the ReLU's own backward gives exactly captum's
-    relu(grad_input). Grad-CAM needs the plain gradient at `layer`'s output, which the clamps
-    leave untouched when no ReLU runs after that layer (timm CNNs: pooling and a linear head
-    follow it); the layer's own gradient hook is registered before the clamps, so it sees the
-    gradient unclamped even when the layer ends in a ReLU. Returns None (the caller then runs
-    captum's two passes) when a ReLU runs after the layer or a ReLU output is later modified in place.
-    """
-    events: list[tuple[str, torch.Tensor, int]] = []
-    saved: dict[str, torch.Tensor] = {}
-
-    def record_relu(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
-        events.append(("relu", out, out._version))
-
-    def capture(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
-        events.append(("layer", out, out._version))
-        saved["acts"] = out
-        out.register_hook(lambda grad: saved.__setitem__("grads", grad))
-
-    handles = [m.register_forward_hook(record_relu) for m in model.modules() if isinstance(m, nn.ReLU)]
-    handles.append(layer.register_forward_hook(capture))
-    try:
-        logits = model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    kinds = [kind for kind, _, _ in events]
-    if kinds.count("layer") != 1 or "relu" in kinds[kinds.index("layer") + 1:] or saved["acts"].dim() != 4:
-        return None
-    if any(t._version != version or not t.requires_grad for kind, t, version in events if kind == "relu"):
-        return None
-    for kind, t, _ in events:
-        if kind == "relu":
-            t.register_hook(lambda grad: grad.clamp_min(0))
-    guided = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), x)[0]
-    acts, grads = saved["acts"].detach(), saved["grads"]
-    weights = grads.mean(dim=(2, 3), keepdim=True)  # Grad-CAM as captum's LayerGradCam computes it
-    cam = F.relu((weights * acts).sum(dim=1, keepdim=True))
-    return guided * LayerAttribution.interpolate(cam, tuple(x.shape[2:]), interpolate_mode="bilinear")
 
 
 def _channels_last_input(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -123,24 +123,6 @@ class ReluAfterFeatures(nn.Module):
         return self.head(self.forward_features(x))
 
 
-@pytest.mark.parametrize("name", ["test_resnet", "resnet18", "relu_after_features"])
-def test_guided_gradcam_equals_captums_two_pass_result(batch, name):
-    from captum.attr import GuidedGradCam
-
-    torch.manual_seed(0)
-    net = ReluAfterFeatures().eval() if name == "relu_after_features" else make(name)
-    x = batch.clone().requires_grad_(True)
-    targets = predicted(net, batch)
-    layer = A.gradcam_layer(net, batch)
-    ours = A._pixel_attribution(net, x, targets, "guided_gradcam", CFG)
-    # the one-pass path applies exactly when no ReLU follows the Grad-CAM layer
-    assert (A._guided_gradcam_one_pass(net, layer, x, targets) is None) == (name == "relu_after_features")
-    reference = GuidedGradCam(net, layer).attribute(batch.clone().requires_grad_(True), target=targets,
-                                                   interpolate_mode="bilinear")
-    assert ours.abs().sum() > 0
-    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-7)
-
-
 @pytest.mark.parametrize("target", ["predicted", "true"])
 def test_the_shared_pass_gives_each_methods_own_maps_and_targets(model, batch, target):
     """attribute_batch (one forward pass for the targets and every single-pass method) equals
@@ -159,19 +141,23 @@ def test_the_shared_pass_gives_each_methods_own_maps_and_targets(model, batch, t
     torch.testing.assert_close(alone["gradcam"], maps["gradcam"], rtol=1e-5, atol=1e-8)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "relu_after_features"])
-def test_shared_guided_gradcam_equals_captum(batch, name):
-    """Guided backprop off the shared pass clamps every ReLU, including one after the Grad-CAM layer."""
+@pytest.mark.parametrize("name", ["test_resnet", "resnet18", "relu_after_features"])
+def test_guided_gradcam_equals_captums_two_pass_result(batch, name):
+    """Guided Grad-CAM alone and off the shared pass (beside saliency) equals captum's
+    GuidedGradCam; guided backprop clamps every ReLU, including one after the Grad-CAM layer."""
     from captum.attr import GuidedGradCam
 
     torch.manual_seed(0)
     net = ReluAfterFeatures().eval() if name == "relu_after_features" else make(name)
-    targets, maps = A.attribute_batch(net, batch, ["saliency", "guided_gradcam"], CFG, lambda logits: logits.argmax(1))
+    targets = predicted(net, batch)
     reference = GuidedGradCam(net, A.gradcam_layer(net, batch)).attribute(
         batch.clone().requires_grad_(True), target=targets, interpolate_mode="bilinear")
-    assert maps["guided_gradcam"].sum() > 0
-    torch.testing.assert_close(maps["guided_gradcam"], A.pool_channels(reference, CFG["pooling"]), rtol=1e-5,
-                               atol=1e-9)
+    want = A.pool_channels(reference, CFG["pooling"])
+    alone = A.attribute(net, batch, targets, "guided_gradcam", CFG)
+    _, shared = A.attribute_batch(net, batch, ["saliency", "guided_gradcam"], CFG, lambda logits: logits.argmax(1))
+    assert want.sum() > 0
+    for ours in (alone, shared["guided_gradcam"]):
+        torch.testing.assert_close(ours, want, rtol=1e-5, atol=1e-14)
 
 
 def test_gradcam_layer_is_the_last_stage():
