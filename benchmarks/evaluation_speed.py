@@ -10,8 +10,10 @@ and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
   `tasks.discovery.evaluate`, `tasks.accuracy.evaluate`, `tasks.alignment.evaluate`);
 - bound/s: images per second if the method cost nothing but its passes, each pass timed here
   at the same batch size: fwd (inference_mode), fwd+bwd to the input ("in"), fwd+bwd to the
-  Grad-CAM layer only ("layer"); gradient passes of CNNs on the BatchNorm-folded copy the
-  methods run on (sweetspot.bn_folding), so pass-x includes folding's gain. Passes per
+  Grad-CAM layer only ("layer"), fwd+bwd into every parameter ("full", what
+  pytorch-grad-cam's loss.backward() runs); gradient passes on the copy the methods run on
+  (sweetspot.pass_copy: CNNs with BatchNorm folded, ViTs with the last block trimmed to the
+  class token), so pass-x includes the copy's gain. Passes per
   batch: saliency 1 in; gradcam 1 layer; guided_gradcam 1 in (one forward pass; Grad-CAM's
   layer gradient adds only the head's backward; captum's GuidedGradCam, the paper's way,
   runs 1 layer + 1 in); ig steps x in; ig_smoothgrad samples x steps x in; attention 1 fwd;
@@ -24,14 +26,22 @@ and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
   runs them: one forward pass that also picks the targets, one backward pass for saliency's
   and Grad-CAM's gradients (attention reads the same forward pass), one more for guided
   backprop (CNNs); against the paper's way of running each of these methods alone;
-- paper/s: images per second done the paper's way: one image per call, a new captum object
-  per image, an extra forward pass for the prediction (LOST, accuracy and alignment: one image
-  per forward pass; deletion/insertion: one perturbed image per forward pass, as RISE's single
-  run), on fewer images;
+- paper/s: images per second done the paper's way: one image per call, a new attribution
+  object per image, an extra forward pass for the prediction (LOST, accuracy and alignment: one
+  image per forward pass; deletion/insertion: one perturbed image per forward pass, as RISE's
+  single run), on fewer images. Grad-CAM the way the paper's explain.py runs it, through
+  pytorch-grad-cam's GradCAM: hooks on the layer, loss.backward() into every parameter, the
+  map in numpy, min-max rescaled and resized per image (re-implemented here: the package is
+  not a dependency); the row "gradcam, captum/img" has captum's LayerGradCam per image instead,
+  whose backward pass stops at the layer. Saliency, IG and guided Grad-CAM through captum, as
+  the paper's code uses it (saliency is not in the paper: the same per-image pattern);
 - speedup: ours / paper; pass-x: the speedup the passes alone allow, (the paper's passes at
   batch 1) / (our bound): the gain from batching, without the per-image Python overhead;
 - MB: the largest resident memory above the level before the call (psutil, sampled every
   2 ms in the first round; memory the allocator kept from earlier calls is not seen again).
+
+glibc keeps freed memory for reuse (sweetspot.allocator, as every workflow job does) unless
+--no-reuse-freed-memory is given.
 
 In the per-method rows the target class comes from one forward pass per batch, timed once
 per case ("targets" row) and not charged to the method; the shared row charges it. Time is
@@ -42,6 +52,7 @@ method's bound passes right before the method. The load average is printed befor
 
     PYTHONPATH=. python benchmarks/evaluation_speed.py [--threads 1] [--quick] [--repeats 3]
         [--cases test_resnet test_vit resnet50] [--config config.yaml] [--clock auto|cpu|wall]
+        [--no-reuse-freed-memory]
 """
 
 from __future__ import annotations
@@ -59,11 +70,13 @@ import numpy as np
 import psutil
 import timm
 import torch
+import torch.nn.functional as F
 import yaml
 from captum.attr import GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 
 from sweetspot import attributions as A
-from sweetspot.bn_folding import folded
+from sweetspot.allocator import reuse_freed_memory
+from sweetspot.pass_copy import pass_copy
 from sweetspot.data.samples import Sample
 from sweetspot.metrics.localization import deletion_auc, insertion_auc, localization_scores
 from sweetspot.models import Preprocess, family
@@ -144,11 +157,12 @@ class PeakRSS:
 # ---------------------------------------------------------------------------------------- passes
 
 # Passes per batch of the single-pass methods as the library runs them, and per image the
-# paper's way (each with its own forward pass for the prediction; captum's GuidedGradCam runs
-# Grad-CAM and guided backprop apart). Attention stops after the last block's qkv projection,
-# less than the full forward pass counted here.
+# paper's way (each with its own forward pass for the prediction; pytorch-grad-cam's
+# loss.backward() reaches every parameter; captum's GuidedGradCam runs Grad-CAM and guided
+# backprop apart). Attention stops after the last block's qkv projection, less than the full
+# forward pass counted here.
 OUR_PASSES = {"saliency": {"in": 1}, "gradcam": {"layer": 1}, "guided_gradcam": {"in": 1}, "attention": {"fwd": 1}}
-PAPER_PASSES = {"saliency": {"in": 1, "fwd": 1}, "gradcam": {"layer": 1, "fwd": 1},
+PAPER_PASSES = {"saliency": {"in": 1, "fwd": 1}, "gradcam": {"full": 1, "fwd": 1},
                 "guided_gradcam": {"layer": 1, "in": 1, "fwd": 1}, "attention": {"fwd": 2}}
 SHORT = {"saliency": "sal", "gradcam": "gc", "guided_gradcam": "ggc", "attention": "att"}
 
@@ -156,14 +170,14 @@ SHORT = {"saliency": "sal", "gradcam": "gc", "guided_gradcam": "ggc", "attention
 class Passes:
     """One batch's forward / backward passes of a model, the units every bound is made of.
 
-    Gradient passes run on the model as the attribution methods run it (with `fold`): a CNN
-    with its BatchNorm folded into the convolutions (sweetspot.bn_folding); forward passes
-    (targets, attention, faithfulness, LOST, accuracy, alignment) on the model itself.
+    Gradient passes run on the model as the attribution methods run it (with `copy`: the
+    cheaper copy of sweetspot.pass_copy); forward passes (targets, attention, faithfulness,
+    LOST, accuracy, alignment) and the paper's passes (copy=False) on the model itself.
     """
 
-    def __init__(self, model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, fold: bool = True):
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, copy: bool = True):
         self.model, self.x, self.targets = model, x, targets
-        self.grad_model = folded(model, x) if fold else model
+        self.grad_model = pass_copy(model, x) if copy else model
 
     def fwd(self) -> None:
         with torch.inference_mode():
@@ -185,6 +199,11 @@ class Passes:
                 handle.remove()
             torch.autograd.grad(out, captured[-1])
 
+    def bwd_full(self) -> None:
+        """fwd + loss.backward() into every parameter, as pytorch-grad-cam runs it."""
+        self.grad_model.zero_grad()
+        self.grad_model(self.x).gather(1, self.targets[:, None]).sum().backward()
+
 
 # -------------------------------------------------------------------------- the methods, two ways
 
@@ -194,7 +213,10 @@ def batched_method(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tenso
 
 
 def paper_method(model: torch.nn.Module, x: torch.Tensor, method: str, cfg: dict[str, Any]) -> Callable[[], object]:
-    """One image per call, a new captum object per image, an extra forward pass for the prediction."""
+    """One image per call, a new attribution object per image, an extra forward pass for the prediction.
+
+    method "gradcam" is Grad-CAM as the paper runs it (pytorch-grad-cam), "gradcam_captum" captum's
+    LayerGradCam per image."""
     steps, samples, stdev = int(cfg["ig_steps"]), int(cfg["smoothgrad_samples"]), float(cfg["smoothgrad_stdev"])
 
     def run() -> object:
@@ -203,6 +225,9 @@ def paper_method(model: torch.nn.Module, x: torch.Tensor, method: str, cfg: dict
             warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
             for image in x.split(1):
                 target = int(model(image).argmax(1))
+                if method == "gradcam":  # the paper's input needs no gradient
+                    maps.append(pytorch_grad_cam_way(model, layer, image.detach(), target))
+                    continue
                 image = image.detach().clone().requires_grad_(True)
                 if method == "saliency":
                     attr = Saliency(model).attribute(image, target=target, abs=False)
@@ -211,7 +236,7 @@ def paper_method(model: torch.nn.Module, x: torch.Tensor, method: str, cfg: dict
                 elif method == "ig_smoothgrad":
                     attr = NoiseTunnel(IntegratedGradients(model)).attribute(
                         image, nt_type="smoothgrad", nt_samples=samples, stdevs=stdev, target=target, n_steps=steps)
-                elif method == "gradcam":
+                elif method == "gradcam_captum":
                     cam = LayerGradCam(model, layer).attribute(image, target=target, relu_attributions=True)
                     attr = LayerAttribution.interpolate(cam, tuple(image.shape[-2:]), "bilinear")
                 elif method == "guided_gradcam":
@@ -230,6 +255,31 @@ def faithfulness(model: torch.nn.Module, x: torch.Tensor, maps: torch.Tensor, ta
                  steps: int, batch: int) -> Callable[[], object]:
     return lambda: (deletion_auc(model, x, maps, targets, steps=steps, batch_size=batch),
                     insertion_auc(model, x, maps, targets, steps=steps, batch_size=batch))
+
+
+def pytorch_grad_cam_way(model: torch.nn.Module, layer: torch.nn.Module, image: torch.Tensor,
+                         target: int) -> torch.Tensor:
+    """Grad-CAM of one image as pytorch-grad-cam's GradCAM computes it (the paper's explain.py
+    builds one per image): hooks keep the layer's activation and gradient on the CPU,
+    loss.backward() reaches every parameter, the map is made in numpy, min-max rescaled and
+    resized. Our own code, written from reading that library's base_cam.py."""
+    kept: dict[str, torch.Tensor] = {}
+
+    def keep(_module: torch.nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+        kept["activation"] = out.detach().cpu()
+        out.register_hook(lambda grad: kept.__setitem__("gradient", grad.detach().cpu()))
+
+    handle = layer.register_forward_hook(keep)
+    try:
+        score = model(image)[0, target]
+        model.zero_grad()
+        score.backward(retain_graph=True)
+    finally:
+        handle.remove()
+    activation, gradient = kept["activation"].numpy(), kept["gradient"].numpy()
+    cam = np.maximum((gradient.mean(axis=(2, 3))[:, :, None, None] * activation).sum(axis=1), 0)
+    cam = (cam - cam.min()) / (1e-7 + cam.max() - cam.min())
+    return F.interpolate(torch.from_numpy(cam)[:, None], size=tuple(image.shape[-2:]), mode="bilinear")[:, 0]
 
 
 def faithfulness_paper(model: torch.nn.Module, x: torch.Tensor, maps: torch.Tensor, steps: int) -> Callable[[], object]:
@@ -364,10 +414,10 @@ def run_case(case: Case, bench: Bench, quick: bool, methods: list[str]) -> list[
     rows: list[Row] = []
 
     full = Passes(model, x, targets)
-    one = Passes(model, x[:1], targets[:1], fold=False)  # the paper's passes, on the model as it is
+    one = Passes(model, x[:1], targets[:1], copy=False)  # the paper's passes, on the model as it is
     unit = {"fwd": (full.fwd, one.fwd), "in": (full.bwd_to_input, one.bwd_to_input),
-            "layer": (full.bwd_to_layer, one.bwd_to_layer)}
-    for fn in (*unit["fwd"], *unit["in"], *unit["layer"]):
+            "layer": (full.bwd_to_layer, one.bwd_to_layer), "full": (full.bwd_full, one.bwd_full)}
+    for fn in (*unit["fwd"], *unit["in"], *unit["layer"], one.bwd_full):
         fn()  # warm-up at batch B and 1
 
     def bound(parts: dict[str, float]) -> Callable[[], float]:
@@ -402,6 +452,10 @@ def run_case(case: Case, bench: Bench, quick: bool, methods: list[str]) -> list[
         rows.append(bench.measure(case.label, method, n, batched_method(model, xs, ts, method, cfg),
                                   bound(per_batch), paper_method(model, x[:pn], method, cfg), pn,
                                   paper_bound(paper_per_image) if paper_per_image else None, passes))
+        if method == "gradcam":  # the same maps against captum's per-image LayerGradCam
+            rows.append(bench.measure(case.label, "gradcam, captum/img", n, batched_method(model, xs, ts, method, cfg),
+                                      bound(per_batch), paper_method(model, x[:pn], "gradcam_captum", cfg), pn,
+                                      paper_bound({"layer": 1, "fwd": 1}), passes))
 
     single = [m for m in methods if m in A.SINGLE_PASS and A.applicable(m, fam)]
     if len(single) > 1:
@@ -489,7 +543,7 @@ LOST <= 2 forward passes per image (1 / eff)."""
 def verdicts(rows: list[Row]) -> None:
     print("\n" + TARGETS)
     for r in rows:
-        if r.name in A.SINGLE_PASS or r.name.startswith("shared"):
+        if r.name in A.SINGLE_PASS or r.name.startswith(("shared", "gradcam,")):
             need = 2.5 if r.case == "resnet50" else 8.0
             ok = r.speedup is not None and r.speedup >= need
             print(f"  {'met ' if ok else 'MISS'} {r.case:12s} {r.name:22s} speedup {fmt(r.speedup, '.1f')} "
@@ -517,7 +571,10 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("config.yaml"),
                         help="the study whose architectures test_resnet and test_vit are built as")
     parser.add_argument("--min-seconds", type=float, default=0.5, help="repeat a call until this long")
+    parser.add_argument("--no-reuse-freed-memory", action="store_true",
+                        help="leave glibc's malloc as it is (the workflow's jobs keep freed memory)")
     args = parser.parse_args()
+    reused = False if args.no_reuse_freed_memory else reuse_freed_memory()
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
     global clock
@@ -527,6 +584,7 @@ def main() -> None:
     all_cases = cases(args.config)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {os.cpu_count()} CPUs, {clock_name} time, "
           f"{repeats} round(s) ({1 if args.quick else args.repeats_resnet50} for resnet50), "
+          f"freed memory {'kept for reuse' if reused else 'returned (glibc default)'}, "
           f"load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"settings tiny: {TINY_SETTINGS}\nsettings resnet50: {RESNET50_SETTINGS}\n")
     print(HEADER)

@@ -27,9 +27,10 @@ Choices worth knowing:
   heads, recomputed from that block's qkv projection (timm's fused kernel never forms the
   matrix), then upsampled bilinearly. It does not depend on the target class.
 
-Gradient methods run on a copy of a CNN with its eval-mode BatchNorm folded into the
-convolutions (sweetspot.bn_folding): the same function up to float rounding, fewer passes
-through memory; the targets of `attribute_batch` come from that copy's logits.
+Gradient methods run on a copy that computes the same function with less work
+(sweetspot.pass_copy): a CNN with its eval-mode BatchNorm folded into the convolutions, a ViT
+whose last block computes the class token alone. The same logits up to float rounding; the
+targets of `attribute_batch` come from that copy's logits.
 
 Maps are not min-max normalised: the paper's evaluation rescales Grad-CAM and attention maps
 to [0, 1] (subtracting the minimum) before scoring, which changes relevance mass; we score
@@ -48,7 +49,7 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 from torch import nn
 
-from .bn_folding import folded
+from .pass_copy import pass_copy
 from .models import family as model_family
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: 
     if method == "attention":
         return _cls_attention(model, x.detach().float()).float()
     x = x.detach().float().requires_grad_(True)  # captum would otherwise set it and warn
-    model = folded(model, x)  # gradient passes without eval-mode BatchNorm (sweetspot.bn_folding)
+    model = pass_copy(model, x)  # the same function with less work (sweetspot.pass_copy)
     if method == "gradcam":
         maps = _gradcam(model, x, targets, cfg)
     elif method == "guided_gradcam":  # captum's GuidedGradCam runs two forward passes for this
@@ -172,7 +173,7 @@ def attribute_batch(model: nn.Module, x: torch.Tensor, methods: Sequence[str], c
     _check(model, methods, "attribute_batch()")
     shared = [m for m in methods if m in SINGLE_PASS]
     if shared:
-        targets, maps = _single_pass_maps(folded(model, x), x, shared, cfg, pick_targets)
+        targets, maps = _single_pass_maps(pass_copy(model, x), x, shared, cfg, pick_targets)
     else:
         with torch.no_grad():
             targets = pick_targets(model(x).float()).to(x.device)
@@ -186,7 +187,7 @@ def attribute_batch(model: nn.Module, x: torch.Tensor, methods: Sequence[str], c
 def _single_pass_maps(model: nn.Module, x: torch.Tensor, methods: Sequence[str], cfg: Mapping[str, Any],
                       pick_targets: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor,
                                                                                     dict[str, torch.Tensor]]:
-    """Targets and maps from one forward pass of `model` (already folded) and at most two
+    """Targets and maps from one forward pass of `model` (already a pass_copy) and at most two
     backward passes: the plain one (saliency, Grad-CAM) and, for guided Grad-CAM, one with the
     ReLU gradients clamped. When saliency is not wanted, the plain pass stops at Grad-CAM's
     layer (in timm CNNs: the pooling and the linear head)."""

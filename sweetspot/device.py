@@ -9,6 +9,8 @@ import random
 import numpy as np
 import torch
 
+from .allocator import reuse_freed_memory
+
 
 def resolve(requested: str = "auto") -> torch.device:
     """'auto' picks CUDA when available; 'cuda' without a GPU is an error, not a silent CPU run."""
@@ -26,11 +28,15 @@ def autocast(device: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
-def setup(threads: int, seed: int) -> None:
-    """Pin the thread count to the rule's `threads` and seed every generator.
+def setup(threads: int, seed: int, keep_freed_memory: bool = True) -> None:
+    """Pin the thread count to the rule's `threads`, seed every generator and, with
+    `keep_freed_memory`, keep freed memory for reuse (sweetspot.allocator: batched CPU passes
+    without page faults).
 
     Deterministic algorithms make the same config and seed give the same numbers on CPU.
     """
+    if keep_freed_memory:
+        reuse_freed_memory()
     torch.set_num_threads(max(1, int(threads)))
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)

@@ -67,7 +67,7 @@ def _train_kwargs(config: Mapping, arch: str, device: torch.device, seed: int) -
 
 def dense_job(config: Mapping, arch: str, seed: int, out: str | Path, threads: int = 1) -> None:
     """Train the dense model from scratch with `seed`, or load its pretrained weights."""
-    devmod.setup(threads, seed)
+    devmod.setup(threads, seed, config.get("reuse_freed_memory", True))
     device = devmod.resolve(config.get("device", "auto"))
     arch_cfg = config["architectures"][arch]
     started = time.time()
@@ -108,7 +108,7 @@ def _snip_batches(config: Mapping, arch: str, images: np.ndarray, labels: np.nda
 def prune_job(config: Mapping, arch: str, method: str, sparsity: str, seed: int, start: str | Path | None,
               out: str | Path, threads: int = 1) -> None:
     """Prune to `sparsity` and recover; `start` is the dense (or, for IMP, the previous) checkpoint."""
-    devmod.setup(threads, seed)
+    devmod.setup(threads, seed, config.get("reuse_freed_memory", True))
     device = devmod.resolve(config.get("device", "auto"))
     arch_cfg = config["architectures"][arch]
     target = float(sparsity)
@@ -286,7 +286,7 @@ def evaluate_job(config: Mapping, arch: str, method: str, sparsity: str, seed: i
     import pandas as pd
     from safetensors.numpy import save_file
 
-    devmod.setup(threads, seed)
+    devmod.setup(threads, seed, config.get("reuse_freed_memory", True))
     device = devmod.resolve(config.get("device", "auto"))
     arch_cfg = config["architectures"][arch]
     model, sidecar = models.load_checkpoint(checkpoint, arch_cfg,
