@@ -76,10 +76,10 @@ from captum.attr import GuidedGradCam, IntegratedGradients, LayerAttribution, La
 
 from sweetspot import attributions as A
 from sweetspot.allocator import reuse_freed_memory
-from sweetspot.pass_copy import pass_copy
 from sweetspot.data.samples import Sample
 from sweetspot.metrics.localization import deletion_auc, insertion_auc, localization_scores
 from sweetspot.models import Preprocess, family
+from sweetspot.pass_copy import pass_copy
 from sweetspot.tasks import accuracy, alignment, discovery
 
 # The embedded study's settings (config.yaml); ResNet-50 keeps the paper's SmoothGrad samples

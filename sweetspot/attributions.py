@@ -49,8 +49,8 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 from torch import nn
 
-from .pass_copy import pass_copy
 from .models import family as model_family
+from .pass_copy import pass_copy
 
 log = logging.getLogger(__name__)
 
