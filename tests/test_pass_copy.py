@@ -148,3 +148,16 @@ def test_a_vit_whose_head_reads_every_token_keeps_its_last_block():
     assert isinstance(copy_.patch_embed.proj, _PatchMatmul)
     with torch.no_grad():
         torch.testing.assert_close(copy_(X), model(X), rtol=1e-5, atol=1e-5)
+
+
+def test_a_rewrite_that_fails_on_a_model_leaves_the_model_in_charge(caplog, monkeypatch):
+    monkeypatch.setattr(_ClassTokenBlock, "forward", lambda self, x: x.no_such_attribute)  # e.g. another timm
+    model = make_vit()
+    with caplog.at_level(logging.WARNING, logger="sweetspot.pass_copy"):
+        assert pass_copy(model, X) is model
+    assert "fails on this model" in caplog.text
+    targets = model(X).argmax(1)
+    torch.testing.assert_close(A.attribute(model, X, targets, "saliency", {"pooling": "l2sq"}),
+                               A.pool_channels(Saliency(model).attribute(X.clone().requires_grad_(True),
+                                                                         target=targets, abs=False), "l2sq"),
+                               rtol=1e-5, atol=1e-12)
