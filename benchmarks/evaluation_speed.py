@@ -225,9 +225,6 @@ def paper_method(model: torch.nn.Module, x: torch.Tensor, method: str, cfg: dict
             warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
             for image in x.split(1):
                 target = int(model(image).argmax(1))
-                if method == "gradcam":  # the paper's input needs no gradient
-                    maps.append(pytorch_grad_cam_way(model, layer, image.detach(), target))
-                    continue
                 image = image.detach().clone().requires_grad_(True)
                 if method == "saliency":
                     attr = Saliency(model).attribute(image, target=target, abs=False)
@@ -236,6 +233,8 @@ def paper_method(model: torch.nn.Module, x: torch.Tensor, method: str, cfg: dict
                 elif method == "ig_smoothgrad":
                     attr = NoiseTunnel(IntegratedGradients(model)).attribute(
                         image, nt_type="smoothgrad", nt_samples=samples, stdevs=stdev, target=target, n_steps=steps)
+                elif method == "gradcam":  # the paper's input needs no gradient
+                    attr = pytorch_grad_cam_way(model, layer, image.detach(), target)
                 elif method == "gradcam_captum":
                     cam = LayerGradCam(model, layer).attribute(image, target=target, relu_attributions=True)
                     attr = LayerAttribution.interpolate(cam, tuple(image.shape[-2:]), "bilinear")
