@@ -20,8 +20,8 @@ and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
   deletion+insertion (steps+1) x 2 fwd; LOST 1 fwd (of the model LOST reads: the dilated
   one where the study dilates); accuracy and alignment 1 fwd;
 - eff: bound time / our time (1 = at the bound; above 1 when the method does less than a full
-  pass, e.g. attention stops at the last block's qkv projection, or from timing noise of
-  about +-10%);
+  pass, e.g. attention and LOST on a ViT stop at the last block's qkv projection, or from
+  timing noise of about +-10%);
 - shared: the single-pass methods in one `attribute_batch` call, as the interpretability task
   runs them: one forward pass that also picks the targets, one backward pass for saliency's
   and Grad-CAM's gradients (attention reads the same forward pass), one more for guided
@@ -47,8 +47,10 @@ In the per-method rows the target class comes from one forward pass per batch, t
 per case ("targets" row) and not charged to the method; the shared row charges it. Time is
 the main thread's CPU time with --threads 1 (every op, the backward pass included, runs on
 the calling thread), so other processes on a shared machine do not inflate it; wall time
-with more threads. Every figure is the best of --repeats rounds, and each round times the
-method's bound passes right before the method. The load average is printed before and after.
+with more threads (--threads 2 uses the whole 2-core development machine for both ways, as
+torch runs the paper's code there by default). Every figure is the best of --repeats rounds,
+and each round times the method's bound passes right before the method. The load average is
+printed before and after.
 
     PYTHONPATH=. python benchmarks/evaluation_speed.py [--threads 1] [--quick] [--repeats 3]
         [--cases test_resnet test_vit resnet50] [--config config.yaml] [--clock auto|cpu|wall]

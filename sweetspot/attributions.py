@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 from torch import nn
 
+from .features import output_at
 from .models import family as model_family
 from .pass_copy import pass_copy
 
@@ -375,10 +376,6 @@ def _patch_grid(model: nn.Module, image_hw: Sequence[int]) -> tuple[int, int]:
     return int(image_hw[0]) // ph, int(image_hw[1]) // pw
 
 
-class _Stop(Exception):
-    """Raised by a forward hook to end a forward pass once the tensor it needs exists."""
-
-
 def _last_attention(model: nn.Module) -> nn.Module:
     if getattr(model, "cls_token", None) is None:
         raise ValueError("attention maps need a class token; this ViT has none (drop 'attention' from methods)")
@@ -392,21 +389,9 @@ def _cls_attention(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The class token's attention from a forward pass that stops at the last block's qkv
     projection: the rest of that block, the final norm and the head do not change the map."""
     attn = _last_attention(model)
-    captured: list[torch.Tensor] = []
-
-    def stop_after_qkv(_module: nn.Module, _inputs: Any, out: torch.Tensor) -> None:
-        captured.append(out)
-        raise _Stop
-
-    handle = attn.qkv.register_forward_hook(stop_after_qkv)
-    try:
-        with torch.inference_mode():
-            model.forward_features(x)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    return _attention_from_qkv(model, captured[-1], x.shape[-2:])
+    with torch.inference_mode():
+        qkv = output_at(attn.qkv, lambda: model.forward_features(x))
+    return _attention_from_qkv(model, qkv, x.shape[-2:])
 
 
 def _attention_from_qkv(model: nn.Module, qkv: torch.Tensor, image_hw: Sequence[int]) -> torch.Tensor:

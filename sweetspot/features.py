@@ -2,10 +2,13 @@
 
 What LOST (Simeoni et al., BMVC 2021) reads from a backbone: for CNNs the output of the
 last convolutional stage (`forward_features`, NCHW), for vision transformers the keys of
-the last attention block. One forward pass per batch, under `torch.inference_mode`.
+the last attention block. One forward pass per batch, under `torch.inference_mode`; for
+ViTs it ends at the last block's qkv projection (`output_at`), since nothing after it changes the keys.
 """
 
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import torch
 
@@ -52,6 +55,31 @@ def _patch_tokens(model: torch.nn.Module, tokens: torch.Tensor, source: str) -> 
     return tokens[:, prefix:].float(), (h, w)
 
 
+class _Stop(Exception):
+    """Raised by a forward hook to end a forward pass once the tensor it needs exists."""
+
+
+def output_at(module: torch.nn.Module, forward: Callable[[], Any]) -> torch.Tensor:
+    """The output of `module` in the forward pass `forward()`, which ends there: the layers after
+    it are not run. `module` must be called once per pass (its first call is taken)."""
+    captured: list[torch.Tensor] = []
+
+    def stop(_module: torch.nn.Module, _inputs: Any, out: torch.Tensor) -> None:
+        captured.append(out)
+        raise _Stop
+
+    handle = module.register_forward_hook(stop)
+    try:
+        forward()
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if not captured:
+        raise ValueError(f"{type(module).__name__} was not called in the forward pass")
+    return captured[0]
+
+
 def _vit_keys(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], str]:
     # LOST uses the keys of the last block (its default `which_features="k"`).
     attn = model.blocks[-1].attn
@@ -59,13 +87,7 @@ def _vit_keys(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tu
         raise ValueError(f"{type(attn).__name__} of the last block has no fused `qkv` projection; "
                          "name the module to read with feature_layer")
     layer = f"blocks.{len(model.blocks) - 1}.attn.qkv:keys"
-    captured: list[torch.Tensor] = []
-    handle = attn.qkv.register_forward_hook(lambda _m, _i, out: captured.append(out))
-    try:
-        model.forward_features(x)
-    finally:
-        handle.remove()
-    qkv = captured[-1]
+    qkv = output_at(attn.qkv, lambda: model.forward_features(x))
     n, t, _ = qkv.shape
     heads, head_dim = attn.num_heads, attn.head_dim
     # timm's layout: (q | k | v) along the last axis, each split into heads x head_dim.

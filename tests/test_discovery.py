@@ -37,11 +37,15 @@ def test_resnet_features_are_last_stage_cells_in_row_major_order(kwargs, grid):
 def test_vit_features_are_the_last_blocks_keys_without_prefix_tokens():
     model = tiny("test_vit", img_size=48, patch_size=6)
     block = model.blocks[-1]
-    normed = []
-    handle = block.norm1.register_forward_hook(lambda _m, _i, out: normed.append(out))
+    normed, after_keys = [], []
+    handles = [block.norm1.register_forward_hook(lambda _m, _i, out: normed.append(out))]
+    handles += [m.register_forward_hook(lambda m, _i, _o: after_keys.append(m)) for m in (block.mlp, model.norm)]
     x = torch.randn(2, 3, 48, 48)
     feats, grid, layer = patch_features(model, x)
-    handle.remove()
+    for handle in handles:
+        handle.remove()
+    assert after_keys == []  # the forward pass ends at the keys: LOST pays for no more of the model
+    assert not model.blocks[-1].attn.qkv._forward_hooks  # and leaves no hook behind
     dim = block.attn.num_heads * block.attn.head_dim
     weight, bias = block.attn.qkv.weight, block.attn.qkv.bias
     with torch.no_grad():

@@ -26,6 +26,9 @@ import torch
 from torchvision.ops import box_iou
 
 CORLOC_IOU = 0.5
+# scipy.ndimage.label's default 2-D structure (4-connected) in the middle plane of a 3-D one.
+_FOUR_CONNECTED_IN_EACH_IMAGE = np.stack([np.zeros((3, 3), bool), scipy.ndimage.generate_binary_structure(2, 1),
+                                          np.zeros((3, 3), bool)])
 
 
 def lost(features: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, int],
@@ -55,14 +58,13 @@ def lost(features: torch.Tensor, grid: tuple[int, int], image_size: tuple[int, i
     score_map = (weights.unsqueeze(1) @ affinity).squeeze(1)  # sum of the kept rows of A
     positive_maps = (score_map > 0).reshape(n, h, w).cpu().numpy()
     seeds = seeds.cpu()
-    masks = np.zeros((n, h, w), dtype=bool)
-    for i in range(n):
-        labels, _ = scipy.ndimage.label(positive_maps[i])
-        seed_label = labels.flat[int(seeds[i])]
-        if seed_label == 0:
-            masks[i].flat[int(seeds[i])] = True
-        else:
-            masks[i] = labels == seed_label
+    # One label call for the batch: the structure links cells within an image only, so every
+    # image's components get labels of their own.
+    labels, _ = scipy.ndimage.label(positive_maps, structure=_FOUR_CONNECTED_IN_EACH_IMAGE)
+    images, (seed_ys, seed_xs) = np.arange(n), np.divmod(seeds.numpy(), w)
+    seed_labels = labels[images, seed_ys, seed_xs][:, None, None]
+    masks = (labels == seed_labels) & (seed_labels > 0)
+    masks[images, seed_ys, seed_xs] = True  # a seed outside M > 0 is the object alone
     masks_t = torch.from_numpy(masks)
     return grid_boxes(masks_t, image_size), seeds, masks_t
 
@@ -91,11 +93,15 @@ def corloc_hits(pred_boxes: torch.Tensor, gt_boxes_list: list) -> tuple[torch.Te
     pred = torch.as_tensor(pred_boxes, dtype=torch.float64).reshape(-1, 4)
     if len(gt_boxes_list) != len(pred):
         raise ValueError(f"{len(pred)} predicted boxes but {len(gt_boxes_list)} gt box lists")
+    gts = [torch.as_tensor(np.asarray(gt if gt is not None else np.zeros((0, 4))), dtype=torch.float64).reshape(-1, 4)
+           for gt in gt_boxes_list]
+    owner = torch.repeat_interleave(torch.arange(len(pred)), torch.tensor([len(gt) for gt in gts], dtype=torch.long))
     best = torch.full((len(pred),), float("nan"), dtype=torch.float64)
-    for i, gt in enumerate(gt_boxes_list):
-        gt = torch.as_tensor(np.asarray(gt if gt is not None else np.zeros((0, 4))), dtype=torch.float64).reshape(-1, 4)
-        if len(gt):
-            best[i] = box_iou(pred[i : i + 1], gt).max()
+    if len(owner):
+        # One box_iou call for the batch (a call per image cost more than LOST itself on small
+        # grids); each gt box's IoU with its own image's prediction, the best per image.
+        paired = box_iou(pred, torch.cat(gts))[owner, torch.arange(len(owner))]
+        best = best.scatter_reduce(0, owner, paired, "amax", include_self=False)
     hits = (best >= CORLOC_IOU).double()  # NaN compares False: a miss
     return hits, best
 
