@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from sweetspot.contract import HIGHER_IS_BETTER
 from sweetspot.data.samples import Sample
-from sweetspot.features import patch_features
+from sweetspot.features import output_at, patch_features
 from sweetspot.models import Preprocess
 from sweetspot.tasks.discovery import box_mask, center_box, evaluate
 
@@ -53,6 +53,14 @@ def test_vit_features_are_the_last_blocks_keys_without_prefix_tokens():
     assert grid == (8, 8) and layer == f"blocks.{len(model.blocks) - 1}.attn.qkv:keys"
     assert feats.shape == (2, 64, dim)
     torch.testing.assert_close(feats, keys[:, model.num_prefix_tokens :], rtol=1e-5, atol=1e-6)
+
+
+def test_output_at_names_a_module_the_pass_never_reaches():
+    model = tiny("test_resnet")
+    unused = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="Linear was not called"):
+        output_at(unused, lambda: model(torch.randn(1, 3, 48, 48)))
+    assert not unused._forward_hooks
 
 
 def test_named_layer_and_unknown_layer():
