@@ -160,12 +160,13 @@ class PeakRSS:
 
 # Passes per batch of the single-pass methods as the library runs them, and per image the
 # paper's way (each with its own forward pass for the prediction; pytorch-grad-cam's
-# loss.backward() reaches every parameter; captum's GuidedGradCam runs Grad-CAM and guided
-# backprop apart). Attention stops after the last block's qkv projection, less than the full
-# forward pass counted here.
+# loss.backward() reaches every parameter, captum's LayerGradCam stops at the layer; captum's
+# GuidedGradCam runs Grad-CAM and guided backprop apart). Attention stops after the last
+# block's qkv projection, less than the full forward pass counted here.
 OUR_PASSES = {"saliency": {"in": 1}, "gradcam": {"layer": 1}, "guided_gradcam": {"in": 1}, "attention": {"fwd": 1}}
 PAPER_PASSES = {"saliency": {"in": 1, "fwd": 1}, "gradcam": {"full": 1, "fwd": 1},
-                "guided_gradcam": {"layer": 1, "in": 1, "fwd": 1}, "attention": {"fwd": 2}}
+                "gradcam_captum": {"layer": 1, "fwd": 1}, "guided_gradcam": {"layer": 1, "in": 1, "fwd": 1},
+                "attention": {"fwd": 2}}
 SHORT = {"saliency": "sal", "gradcam": "gc", "guided_gradcam": "ggc", "attention": "att"}
 
 
@@ -456,7 +457,7 @@ def run_case(case: Case, bench: Bench, quick: bool, methods: list[str]) -> list[
         if method == "gradcam":  # the same maps against captum's per-image LayerGradCam
             rows.append(bench.measure(case.label, "gradcam, captum/img", n, batched_method(model, xs, ts, method, cfg),
                                       bound(per_batch), paper_method(model, x[:pn], "gradcam_captum", cfg), pn,
-                                      paper_bound({"layer": 1, "fwd": 1}), passes))
+                                      paper_bound(PAPER_PASSES["gradcam_captum"]), passes))
 
     single = [m for m in methods if m in A.SINGLE_PASS and A.applicable(m, fam)]
     if len(single) > 1:
