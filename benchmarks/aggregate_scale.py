@@ -87,7 +87,7 @@ def generate(root: Path, n_items: int) -> list[Path]:
 
 
 def measure(root: Path, n_boot: int) -> None:
-    from sweetspot import sweetspots
+    from sweetspot.analysis import table as sweetspots
 
     paths = sorted((root / "metrics").rglob("*.parquet"))
     start = time.perf_counter()

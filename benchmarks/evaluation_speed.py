@@ -12,7 +12,7 @@ and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
   at the same batch size: fwd (inference_mode), fwd+bwd to the input ("in"), fwd+bwd to the
   Grad-CAM layer only ("layer"), fwd+bwd into every parameter ("full", what
   pytorch-grad-cam's loss.backward() runs); gradient passes on the copy the methods run on
-  (sweetspot.pass_copy: CNNs with BatchNorm folded, ViTs with the last block trimmed to the
+  (sweetspot.speedups.pass_copy: CNNs with BatchNorm folded, ViTs with the last block trimmed to the
   class token), so pass-x includes the copy's gain. Passes per
   batch: saliency 1 in; gradcam 1 layer; guided_gradcam 1 in (one forward pass; Grad-CAM's
   layer gradient adds only the head's backward; captum's GuidedGradCam, the paper's way,
@@ -40,7 +40,7 @@ and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
 - MB: the largest resident memory above the level before the call (psutil, sampled every
   2 ms in the first round; memory the allocator kept from earlier calls is not seen again).
 
-glibc keeps freed memory for reuse (sweetspot.allocator, as every workflow job does) unless
+glibc keeps freed memory for reuse (sweetspot.runtime.memory, as every workflow job does) unless
 --no-reuse-freed-memory is given.
 
 In the per-method rows the target class comes from one forward pass per batch, timed once
@@ -77,11 +77,11 @@ import yaml
 from captum.attr import GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 
 from sweetspot import attributions as A
-from sweetspot.allocator import reuse_freed_memory
+from sweetspot.runtime.memory import reuse_freed_memory
 from sweetspot.data.samples import Sample
 from sweetspot.metrics.localization import deletion_auc, insertion_auc, localization_scores
 from sweetspot.models import Preprocess, family
-from sweetspot.pass_copy import pass_copy
+from sweetspot.speedups.pass_copy import pass_copy
 from sweetspot.tasks import accuracy, alignment, discovery
 
 # The embedded study's settings (config.yaml); ResNet-50 keeps the paper's SmoothGrad samples
@@ -174,7 +174,7 @@ class Passes:
     """One batch's forward / backward passes of a model, the units every bound is made of.
 
     Gradient passes run on the model as the attribution methods run it (with `copy`: the
-    cheaper copy of sweetspot.pass_copy); forward passes (targets, attention, faithfulness,
+    cheaper copy of sweetspot.speedups.pass_copy); forward passes (targets, attention, faithfulness,
     LOST, accuracy, alignment) and the paper's passes (copy=False) on the model itself.
     """
 

@@ -1,7 +1,7 @@
 """The workflow's fixed costs: per job, per DAG build, per no-op rerun.
 
 (a) One job's fixed cost: a fresh interpreter importing what a job script imports
-    (snakemake's script preamble, `sweetspot.pipeline` and the modules evaluate / prune jobs
+    (snakemake's script preamble, `sweetspot.jobs.checkpoints` and the modules evaluate / prune jobs
     load), timed in a subprocess several times (median wall and CPU), plus the time to load
     each default architecture's checkpoint (`models.load_checkpoint`).
 (b) `snakemake -n --configfile presets/paper.yaml` in an empty temporary directory: the time
@@ -40,16 +40,16 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 IMPORTS = {
     "bare interpreter": "pass",
     "snakemake script preamble": "from snakemake import script",
-    "evaluate job (sweetspot)": ("from sweetspot import pipeline; import sweetspot.tasks.interpretability, "
+    "evaluate job (sweetspot)": ("from sweetspot.jobs import checkpoints; import sweetspot.tasks.interpretability, "
                                  "sweetspot.tasks.discovery, sweetspot.tasks.alignment, sweetspot.tasks.accuracy, "
                                  "sweetspot.models, timm, captum.attr"),
-    "prune job (sweetspot)": "from sweetspot import pipeline; import sweetspot.pruning, sweetspot.training, timm",
+    "prune job (sweetspot)": "from sweetspot.jobs import checkpoints; import sweetspot.pruning, sweetspot.training, timm",
     # aggregate, plots, gallery and data jobs never load a model, so they skip torch and timm
-    "report job (sweetspot)": "from sweetspot import report_jobs, joblog, sweetspots, plots, gallery",
+    "report job (sweetspot)": "from sweetspot.jobs import reports; from sweetspot.runtime import joblog; from sweetspot.analysis import table, plots, gallery",
 }
 IMPORTS["evaluate job, all"] = f"{IMPORTS['snakemake script preamble']}; {IMPORTS['evaluate job (sweetspot)']}"
 # With warm_start a model job's own process only connects to the fork server (sweetspot/forkserver.py).
-IMPORTS["model job client, warm start"] = f"{IMPORTS['snakemake script preamble']}; from sweetspot import forkserver"
+IMPORTS["model job client, warm start"] = f"{IMPORTS['snakemake script preamble']}; from sweetspot.runtime import warmstart"
 
 
 def timed_subprocess(args: list[str], **kwargs) -> tuple[float, float, subprocess.CompletedProcess]:

@@ -28,7 +28,7 @@ Choices worth knowing:
   matrix), then upsampled bilinearly. It does not depend on the target class.
 
 Gradient methods run on a copy that computes the same function with less work
-(sweetspot.pass_copy): a CNN with its eval-mode BatchNorm folded into the convolutions, a ViT
+(sweetspot.speedups.pass_copy): a CNN with its eval-mode BatchNorm folded into the convolutions, a ViT
 whose last block computes the class token alone. The same logits up to float rounding; the
 targets of `attribute_batch` come from that copy's logits.
 
@@ -51,7 +51,7 @@ from torch import nn
 
 from .features import output_at
 from .models import family as model_family
-from .pass_copy import pass_copy
+from .speedups.pass_copy import pass_copy
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: 
     if method == "attention":
         return _cls_attention(model, x.detach().float()).float()
     x = x.detach().float().requires_grad_(True)  # captum would otherwise set it and warn
-    model = pass_copy(model, x)  # the same function with less work (sweetspot.pass_copy)
+    model = pass_copy(model, x)  # the same function with less work (sweetspot.speedups.pass_copy)
     if method == "gradcam":
         maps = _gradcam(model, x, targets, cfg)
     elif method == "guided_gradcam":  # captum's GuidedGradCam runs two forward passes for this

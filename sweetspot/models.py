@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from . import io, timm_names
+from . import artifacts as io, timm_names
 
 
 class CheckpointError(ValueError):

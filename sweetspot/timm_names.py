@@ -29,7 +29,7 @@ def available() -> list[str]:
     # Architectures and architecture.pretrained_tag names (e.g. resnet18.tv_in1k).
     names = sorted(set(timm.list_models()) | set(timm.list_pretrained()))
     try:
-        from .io import write_text
+        from .artifacts import write_text
 
         write_text(cache, json.dumps(names))
     except OSError:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .device import autocast
+from .runtime.device import autocast
 from .models import Preprocess
 
 logger = logging.getLogger(__name__)

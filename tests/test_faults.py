@@ -22,9 +22,10 @@ import torch
 from PIL import Image
 from snakemake.utils import validate
 
-from sweetspot import config as study
-from sweetspot import io as sweetspot_io
-from sweetspot import models, pipeline, report_jobs, weights
+from sweetspot import study
+from sweetspot import artifacts as sweetspot_io
+from sweetspot import models, weights
+from sweetspot.jobs import checkpoints as pipeline, reports as report_jobs
 from sweetspot.data import registry, synthetic
 from sweetspot.data.images import DataError
 from sweetspot.metrics.localization import localization_scores

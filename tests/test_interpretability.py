@@ -11,7 +11,7 @@ from torch import nn
 from sweetspot import attributions as A
 from sweetspot.contract import HIGHER_IS_BETTER, TASK_COLUMNS
 from sweetspot.data.samples import Sample
-from sweetspot.gallery import render, sparsity_label
+from sweetspot.analysis.gallery import render, sparsity_label
 from sweetspot.metrics.localization import deletion_auc, rma
 from sweetspot.models import Preprocess, family
 from sweetspot.tasks import interpretability

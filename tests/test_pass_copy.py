@@ -14,8 +14,8 @@ from captum.attr import IntegratedGradients, LayerGradCam, Saliency
 from torch import nn
 
 from sweetspot import attributions as A
-from sweetspot.pass_copy import pass_copy
-from sweetspot.vit_trimming import _ClassTokenBlock, _PatchMatmul
+from sweetspot.speedups.pass_copy import pass_copy
+from sweetspot.speedups.vit_trimming import _ClassTokenBlock, _PatchMatmul
 
 X = torch.randn(3, 3, 48, 48, generator=torch.Generator().manual_seed(0))
 
@@ -88,7 +88,7 @@ def test_a_conv_output_read_elsewhere_keeps_the_model(caplog):
     with torch.no_grad():
         model.bn.running_mean.fill_(0.3)
         model.bn.running_var.fill_(2.0)
-    with caplog.at_level(logging.WARNING, logger="sweetspot.pass_copy"):
+    with caplog.at_level(logging.WARNING, logger="sweetspot.speedups.pass_copy"):
         assert pass_copy(model, X) is model
     assert "changed the logits" in caplog.text
 
@@ -153,7 +153,7 @@ def test_a_vit_whose_head_reads_every_token_keeps_its_last_block():
 def test_a_rewrite_that_fails_on_a_model_leaves_the_model_in_charge(caplog, monkeypatch):
     monkeypatch.setattr(_ClassTokenBlock, "forward", lambda self, x: x.no_such_attribute)  # e.g. another timm
     model = make_vit()
-    with caplog.at_level(logging.WARNING, logger="sweetspot.pass_copy"):
+    with caplog.at_level(logging.WARNING, logger="sweetspot.speedups.pass_copy"):
         assert pass_copy(model, X) is model
     assert "fails on this model" in caplog.text
     targets = model(X).argmax(1)

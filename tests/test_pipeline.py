@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sweetspot import models, pipeline, training
+from sweetspot import models, training
+from sweetspot.jobs import checkpoints as pipeline
 from sweetspot.data import registry, synthetic
 from conftest import TINY
 

@@ -1,4 +1,4 @@
-"""Figures: curves per task and gain heatmaps per architecture (sweetspot.plots)."""
+"""Figures: curves per task and gain heatmaps per architecture (sweetspot.analysis.plots)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweetspot import plots, sweetspots
+from sweetspot.analysis import plots, table as sweetspots
 from sweetspot.contract import COLUMNS
 
 

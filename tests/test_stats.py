@@ -1,4 +1,4 @@
-"""Paired bootstrap, seed-level intervals and Holm correction (sweetspot.stats)."""
+"""Paired bootstrap, seed-level intervals and Holm correction (sweetspot.analysis.stats)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from sweetspot import stats
+from sweetspot.analysis import stats
 
 N_REPS = 200
 N_BOOT = 500

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from .. import io
+from .. import artifacts as io
 from .images import DataError, boxes_from_mask, read_mask, read_rgb, safe_join
 from .samples import Sample
 

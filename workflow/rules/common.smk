@@ -7,7 +7,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)  # the library beside the Snakefile, also without pip install
 
-from sweetspot import config as study
+from sweetspot import study
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 study.check(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml",

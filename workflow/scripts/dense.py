@@ -2,6 +2,6 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")
-from sweetspot import forkserver  # noqa: E402  (light: torch is imported by the warm server, or on demand)
+from sweetspot.runtime import warmstart as forkserver  # noqa: E402  (light: torch is imported by the warm server, or on demand)
 
 forkserver.run_rule(snakemake)

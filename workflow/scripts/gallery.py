@@ -2,8 +2,8 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")
-from sweetspot import report_jobs  # noqa: E402
-from sweetspot.joblog import job_logging  # noqa: E402
+from sweetspot.jobs import reports as report_jobs  # noqa: E402
+from sweetspot.runtime.joblog import job_logging  # noqa: E402
 
 with job_logging(snakemake.log[0]):
     report_jobs.gallery_job(list(snakemake.input), snakemake.output[0],

@@ -9,7 +9,7 @@ import random
 import numpy as np
 import torch
 
-from .allocator import reuse_freed_memory
+from .memory import reuse_freed_memory
 
 
 def resolve(requested: str = "auto") -> torch.device:
@@ -30,7 +30,7 @@ def autocast(device: torch.device, enabled: bool = True):
 
 def setup(threads: int, seed: int, keep_freed_memory: bool = True) -> None:
     """Pin the thread count to the rule's `threads`, seed every generator and, with
-    `keep_freed_memory`, keep freed memory for reuse (sweetspot.allocator: batched CPU passes
+    `keep_freed_memory`, keep freed memory for reuse (sweetspot.runtime.memory: batched CPU passes
     without page faults).
 
     Deterministic algorithms make the same config and seed give the same numbers on CPU.

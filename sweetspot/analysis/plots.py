@@ -1,6 +1,6 @@
 """Figures of the sweet-spot analysis: metric-versus-sparsity curves and gain heatmaps.
 
-Both read the curves frame of `sweetspot.sweetspots.compute` and write `<stem>.png` and
+Both read the curves frame of `sweetspot.analysis.table.compute` and write `<stem>.png` and
 `<stem>.svg` atomically. Figure sizes grow with the number of facets, lines and rows, so a
 study with many metrics stays legible.
 """
@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib import colors  # noqa: E402
 
-from sweetspot import io  # noqa: E402
-from sweetspot.sweetspots import DIAGNOSTIC_PREFIX  # noqa: E402
+from sweetspot import artifacts as io  # noqa: E402
+from sweetspot.analysis.table import DIAGNOSTIC_PREFIX  # noqa: E402
 
 _LINE_KEYS = ["dataset", "variant", "metric"]
 _STYLES = ["-", "--", ":", "-."]

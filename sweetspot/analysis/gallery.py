@@ -8,7 +8,7 @@ from typing import Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from .io import save_figure
+from ..artifacts import save_figure
 
 
 def sparsity_label(sparsity: float) -> str:

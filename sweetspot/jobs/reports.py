@@ -13,15 +13,15 @@ from typing import Mapping
 
 import numpy as np
 
-from . import contract, io
-from .data import registry
+from .. import artifacts as io, contract
+from ..data import registry
 
 log = logging.getLogger("sweetspot")
 
 
 def synthetic_job(config: Mapping, out: str | Path) -> None:
     """Generate the synthetic benchmark into the folder of `out` (its MANIFEST.json)."""
-    from .data import synthetic
+    from ..data import synthetic
 
     params = dict(config.get("synthetic", {}))
     log.info("generating the synthetic benchmark: %s", params)
@@ -30,7 +30,7 @@ def synthetic_job(config: Mapping, out: str | Path) -> None:
 
 def aggregate_job(config: Mapping, inputs: list[str], outputs: Mapping[str, str]) -> None:
     """metrics.parquet, the sweet-spot tables and the plain-language summary."""
-    from . import sweetspots
+    from ..analysis import table as sweetspots
 
     started = time.time()
     metrics = sweetspots.read_metrics(inputs)
@@ -51,7 +51,7 @@ def plots_job(curves_path: str | Path, outputs: list[str]) -> None:
     """Curves per task and gain heatmaps per architecture, as PNG and SVG."""
     import pandas as pd
 
-    from . import plots
+    from ..analysis import plots
 
     curves = pd.read_parquet(curves_path)
     stems = sorted({str(Path(p).with_suffix("")) for p in outputs})
@@ -67,7 +67,7 @@ def gallery_job(inputs: list[str], out: str | Path, title: str) -> None:
     """One PNG: a few images' attribution maps for every method across sparsities."""
     from safetensors import safe_open
 
-    from . import gallery
+    from ..analysis import gallery
 
     maps: dict[str, dict[float, np.ndarray]] = {}
     images = None
@@ -85,8 +85,8 @@ def human_reference_job(config: Mapping, experiments: list[str], out: str | Path
     """Human-to-human values per experiment and condition, the reference line for the model's."""
     import pandas as pd
 
-    from .data import human_trials
-    from .metrics import human
+    from ..data import human_trials
+    from ..metrics import human
 
     root = registry.dataset_path(config, "geirhos16")
     trials = pd.concat([human_trials.load_trials(root, e) for e in experiments], ignore_index=True)

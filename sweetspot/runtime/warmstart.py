@@ -45,12 +45,12 @@ import traceback
 from pathlib import Path
 from typing import Any, Mapping
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # the sweetspot package: its sources key the server
 IDLE_SECONDS = 120  # long enough to bridge the gaps between a study's jobs
 START_TIMEOUT = 300  # the server's imports take ~10 s alone, longer on a loaded machine
 HEADER = struct.Struct("!Q")
 # What a model job imports; the server imports it once before it accepts jobs.
-PRELOAD = ("sweetspot.pipeline", "sweetspot.tasks.accuracy", "sweetspot.tasks.interpretability",
+PRELOAD = ("sweetspot.jobs.checkpoints", "sweetspot.tasks.accuracy", "sweetspot.tasks.interpretability",
            "sweetspot.tasks.discovery", "sweetspot.tasks.alignment", "timm", "captum.attr", "pandas")
 
 
@@ -83,7 +83,7 @@ def run(job: Mapping[str, Any], warm: bool) -> None:
         return
     if warm:
         print(f"sweetspot: running the job in its own process: {reason}", file=sys.stderr, flush=True)
-    from . import pipeline
+    from ..jobs import checkpoints as pipeline
 
     pipeline.model_job(**job)
 
@@ -141,7 +141,7 @@ def _connect_or_start() -> socket.socket:
         log = address.with_suffix(".log")
         with open(log, "ab") as server_log:
             server = subprocess.Popen(
-                [sys.executable, "-m", "sweetspot.forkserver", str(address)],
+                [sys.executable, "-m", "sweetspot.runtime.warmstart", str(address)],
                 cwd=PACKAGE.parent, env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)},
                 stdin=subprocess.DEVNULL, stdout=server_log, stderr=server_log, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT
@@ -225,7 +225,7 @@ def _child(request: Mapping[str, Any], fds: list[int], close: list[socket.socket
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        from . import pipeline
+        from ..jobs import checkpoints as pipeline
 
         pipeline.model_job(**request["job"])
         code = 0

@@ -1,8 +1,8 @@
 """A cached copy of a model that computes the same logits with less work, for the attribution passes.
 
-CNNs get their eval-mode BatchNorm folded into the convolutions (sweetspot.bn_folding). Vision
+CNNs get their eval-mode BatchNorm folded into the convolutions (sweetspot.speedups.bn_folding). Vision
 transformers with class-token pooling get a last block that computes the class token alone and
-a patch embedding that is one matrix product (sweetspot.vit_trimming). The copy is kept only if
+a patch embedding that is one matrix product (sweetspot.speedups.vit_trimming). The copy is kept only if
 its logits match the model's on the batch it was built for. That also catches a rewrite that
 does not fit a model, e.g. a convolution output that something besides its BatchNorm reads.
 One copy per model is cached and rebuilt when any parameter or buffer of the model changes.

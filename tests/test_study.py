@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from sweetspot import config as study
+from sweetspot import study
 from conftest import ROOT, SCHEMA, run_snakemake, write_study
 
 

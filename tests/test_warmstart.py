@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sweetspot import forkserver
+from sweetspot.runtime import warmstart as forkserver
 from sweetspot.data import synthetic
 from snakemake.utils import validate
 
@@ -69,7 +69,7 @@ def dense_job(root: Path, config: dict, name: str, *, epochs: int = 1, evaluate:
 
 def client(job: dict, warm: bool, tmp: str, **env) -> subprocess.Popen:
     """A job's own process, as Snakemake starts it: a fresh interpreter calling forkserver.run."""
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from sweetspot import forkserver; "
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from sweetspot.runtime import warmstart as forkserver; "
             "forkserver.run(json.loads(sys.argv[2]), warm=sys.argv[3] == 'warm')")
     return subprocess.Popen([sys.executable, "-c", code, str(ROOT), json.dumps(job), "warm" if warm else "cold"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -1,4 +1,4 @@
-"""Eval-mode BatchNorm folded into the convolution before it (one of sweetspot.pass_copy's rewrites).
+"""Eval-mode BatchNorm folded into the convolution before it (one of sweetspot.speedups.pass_copy's rewrites).
 
 In eval mode a BatchNorm right after a convolution is a fixed affine map per channel, so the
 pair is one convolution with rescaled weights and a bias (torch.nn.utils.fusion). The folded

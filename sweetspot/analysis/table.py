@@ -11,7 +11,7 @@ is better (column `higher_is_better`). `value`, `dense_value` and `best_value` a
 
 Pairing: pruned seed k is compared with dense seed k; when the dense model has a single seed,
 every pruned seed is compared with it; a pruned seed without a dense partner is left out (logged).
-Intervals come from sweetspot.stats (item bootstrap, hierarchical over seeds when there are
+Intervals come from sweetspot.analysis.stats (item bootstrap, hierarchical over seeds when there are
 several; p-values from the bootstrap standard error). Set-level metrics (item "") get a t
 interval over seeds; with one seed no interval, and they are never a benefit. Bootstrap draws
 depend only on `seed` and a comparison's own items, so adding results elsewhere in the study
@@ -37,7 +37,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pa_dataset
 
-from sweetspot import io, stats
+from sweetspot import artifacts as io
+from sweetspot.analysis import stats
 from sweetspot.contract import COLUMNS, HIGHER_IS_BETTER
 
 log = logging.getLogger(__name__)

@@ -15,11 +15,12 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from . import config as cfgmod
-from . import contract, device as devmod, io, models, pruning, training, weights
-from .data import registry
-from .data.samples import Sample
-from .joblog import job_logging
+from .. import study as cfgmod
+from .. import artifacts as io, contract, models, pruning, training, weights
+from ..runtime import device as devmod
+from ..data import registry
+from ..data.samples import Sample
+from ..runtime.joblog import job_logging
 
 log = logging.getLogger("sweetspot")
 
@@ -204,7 +205,7 @@ class _EvalContext:
         """ImageNet classifiers decide among the 16 categories by mean probability."""
         if dataset not in cfgmod.HUMAN_EXPERIMENTS or self.model.num_classes == 16:
             return None
-        from .data import geirhos
+        from ..data import geirhos
 
         root = registry.dataset_path(self.config, "geirhos16")
         groups = geirhos.load_categories(root)
@@ -213,7 +214,7 @@ class _EvalContext:
     def trials(self, dataset: str):
         if dataset not in cfgmod.HUMAN_EXPERIMENTS:
             return None
-        from .data import human_trials
+        from ..data import human_trials
 
         return human_trials.load_trials(registry.dataset_path(self.config, "geirhos16"), cfgmod.HUMAN_EXPERIMENTS[dataset])
 
@@ -234,12 +235,12 @@ def _run_task(task: str, ctx: _EvalContext, dataset: str, method: str) -> tuple:
     kw = dict(preprocess=ctx.preprocess, device=ctx.device)
     gallery = None
     if task == "accuracy":
-        from .tasks import accuracy
+        from ..tasks import accuracy
 
         frame = accuracy.evaluate(ctx.model, samples, dataset, cfg, class_groups=ctx.class_groups(dataset),
                                   amp=cfg["amp"], **kw)
     elif task == "interpretability":
-        from .tasks import interpretability
+        from ..tasks import interpretability
 
         groups = ctx.class_groups(dataset)
         frame, skipped = interpretability.evaluate(ctx.model, samples, dataset, cfg, class_groups=groups, **kw)
@@ -249,7 +250,7 @@ def _run_task(task: str, ctx: _EvalContext, dataset: str, method: str) -> tuple:
             gallery = interpretability.gallery_maps(ctx.model, with_mask, cfg, class_groups=groups, **kw)
             gallery["images"] = np.stack([s.image for s in with_mask])
     elif task == "discovery":
-        from .tasks import discovery
+        from ..tasks import discovery
 
         baseline = None
         cfg["baselines"] = cfg.get("baselines", True) and method == "dense"  # baselines do not depend on pruning
@@ -260,7 +261,7 @@ def _run_task(task: str, ctx: _EvalContext, dataset: str, method: str) -> tuple:
                                             baseline_model=baseline, **kw)
         frame = pd.concat([frame, contract.task_frame(_skip_rows(dataset, "lost", skipped))], ignore_index=True)
     elif task == "alignment":
-        from .tasks import alignment
+        from ..tasks import alignment
 
         frame = alignment.evaluate(ctx.model, samples, dataset, cfg, class_groups=ctx.class_groups(dataset),
                                    trials=ctx.trials(dataset), distortion_seed=ctx.seed, **kw)

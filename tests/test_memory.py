@@ -1,5 +1,5 @@
 """A job's freed memory is kept for reuse: allocating a large tensor again faults in no new pages
-(sweetspot.allocator)."""
+(sweetspot.runtime.memory)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 PROBE = """
 import resource, sys, torch
 if sys.argv[1].startswith("job"):
-    from sweetspot import device
+    from sweetspot.runtime import device
     device.setup(threads=1, seed=0, keep_freed_memory=sys.argv[1] == "job")  # what every model job runs first
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

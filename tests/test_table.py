@@ -1,4 +1,4 @@
-"""Sweet-spot table, curves, summary and file outputs (sweetspot.sweetspots)."""
+"""Sweet-spot table, curves, summary and file outputs (sweetspot.analysis.table)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sweetspot import io, stats, sweetspots
+from sweetspot import artifacts as io
+from sweetspot.analysis import stats
+from sweetspot.analysis import table as sweetspots
 from sweetspot.contract import COLUMNS
 
 N_ITEMS = 60

@@ -1,0 +1,1 @@
+"""Runtime: how a job runs (warm start, memory, device, logging), never what it computes."""
