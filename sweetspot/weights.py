@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 from . import timm_names
-from .config import ConfigError
+from .study import ConfigError
 
 if TYPE_CHECKING:
     import torch
