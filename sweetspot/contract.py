@@ -1,4 +1,4 @@
-"""The artifact contract: one long-form row per measured item (DESIGN section 4).
+"""The artifact contract: one long-form row per measured item (docs/methods.md, "Artifacts").
 
 Every evaluation job writes a frame with exactly these columns; the aggregator depends on
 nothing else, so a new task plugs in without touching it.
@@ -12,6 +12,8 @@ from importlib import metadata as importlib_metadata
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
+
+from .catalog import METRICS
 
 COLUMNS: dict[str, str] = {
     "benchmark": "string",
@@ -30,36 +32,6 @@ COLUMNS: dict[str, str] = {
 # What a task returns; the job adds the identity of the checkpoint it evaluated.
 TASK_COLUMNS = ("dataset", "variant", "metric", "item", "value")
 IDENTITY_COLUMNS = ("benchmark", "arch", "method", "sparsity", "sparsity_actual", "seed", "task")
-
-TASKS = ("accuracy", "interpretability", "discovery", "alignment")
-METHODS = ("dense", "magnitude", "imp", "snip", "random")
-
-# Direction of every metric: True when higher is better. Unknown metrics are refused by
-# the aggregator, so each new metric must say which way is good.
-HIGHER_IS_BETTER: dict[str, bool] = {
-    "top1": True,
-    "top5": True,
-    "rma": True,
-    "rra": True,
-    "pointing_game": True,
-    "deletion_auc": False,  # a faithful map makes the score collapse fast
-    "insertion_auc": True,
-    "corloc": True,
-    "iou": True,
-    "mask_iou": True,
-    "correct": True,
-    "accuracy": True,
-    "shape_decision": True,
-    "texture_decision": False,
-    "shape_bias": True,  # towards the human value (about 0.96)
-    "accuracy_difference": False,
-    "observed_consistency": True,
-    "error_consistency": True,
-    "shape_or_texture": True,
-    "flag_zero_map": False,
-    "flag_nonfinite_map": False,
-    "flag_skipped": False,  # an item a task could not score (e.g. no mask), counted, never dropped silently
-}
 
 
 def task_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -85,9 +57,10 @@ def validate(frame: pd.DataFrame, source: str = "frame") -> pd.DataFrame:
     if missing:
         raise ValueError(f"{source}: missing contract columns {missing}")
     frame = frame[list(COLUMNS)].astype(COLUMNS)
-    unknown = sorted(set(frame["metric"].unique()) - set(HIGHER_IS_BETTER))
+    unknown = sorted(set(frame["metric"].unique()) - set(METRICS))
     if unknown:
-        raise ValueError(f"{source}: metrics {unknown} have no direction in sweetspot.contract.HIGHER_IS_BETTER")
+        raise ValueError(f"{source}: metrics {unknown} are not in sweetspot.catalog.METRICS; "
+                         "every metric must declare its direction and role there")
     return frame
 
 

@@ -6,6 +6,7 @@ records what the weights are; nothing here ever unpickles a file.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,36 @@ def create(arch_cfg: Mapping[str, Any], num_classes: int) -> torch.nn.Module:
     return timm.create_model(arch_cfg["timm"], pretrained=False, num_classes=num_classes, **kwargs)
 
 
+def initial_model(arch_cfg: Mapping[str, Any], num_classes: int, seed: int) -> torch.nn.Module:
+    """The seed's initialisation of the architecture; the global RNG is left as it was.
+
+    Every model trained here from scratch starts from this, so a SNIP model and its dense
+    control start from identical weights.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return create(arch_cfg, num_classes)
+
+
+def reset_zero_init_norms(model: torch.nn.Module) -> list[str]:
+    """Set norm scales that are initialised to exactly zero back to one; returns their names.
+
+    timm zero-initialises the last norm scale of every residual block (`zero_init_last`), so
+    every weight inside a residual branch gets an exactly zero gradient at initialisation and
+    SNIP cannot rank it. torchvision, and the SNIP paper, initialise these scales to one; that
+    is what this gives (norm scales draw nothing from the RNG, so nothing else changes).
+    """
+    reset = []
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            scale = getattr(module, "weight", None)
+            is_norm = isinstance(module, (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm))
+            if is_norm and isinstance(scale, torch.Tensor) and scale.numel() and not scale.any():
+                scale.fill_(1.0)
+                reset.append(name)
+    return reset
+
+
 def preprocess_for(model: torch.nn.Module, arch_cfg: Mapping[str, Any], image_size: int) -> Preprocess:
     """The model's own normalisation (timm's data config) at the study's image size.
 
@@ -72,15 +103,20 @@ def prunable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
 
 
-def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, sidecar: Mapping[str, Any]) -> None:
+CROSSFIT_PREFIX = "crossfit."  # buffers of the model calibrated on the other half of its calibration items
+
+
+def save_checkpoint(path: str | os.PathLike, model: torch.nn.Module, sidecar: Mapping[str, Any],
+                    extra_tensors: Mapping[str, torch.Tensor] | None = None) -> None:
     """Write weights as safetensors and the sidecar as `<path>.json`, both atomically.
 
     The sidecar is written first; the weights file is the rule's output, so a job killed
-    between the two leaves no file that Snakemake would take as finished.
+    between the two leaves no file that Snakemake would take as finished. `extra_tensors`
+    (named with CROSSFIT_PREFIX) ride along in the same file.
     """
     path = Path(path)
     io.write_json(sidecar_path(path), dict(sidecar))
-    state = prunable_state(model)
+    state = {**prunable_state(model), **{k: v.detach().contiguous().cpu() for k, v in (extra_tensors or {}).items()}}
     with io.atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"arch": str(sidecar.get("arch", "")), "format": "sweetspot"})
 
@@ -147,6 +183,23 @@ def load_checkpoint(path: str | os.PathLike, arch_cfg: Mapping[str, Any], num_cl
             raise CheckpointError(f"{path}: sidecar says {key}={have!r} but this job expects {want!r}; "
                                   "the file belongs to another run: delete it and rerun")
     model = create(arch_cfg, sidecar["num_classes"] if num_classes is None else num_classes)
-    load_into(model, load_state(path), str(path))
+    state = load_state(path)
+    load_into(model, {k: v for k, v in state.items() if not k.startswith(CROSSFIT_PREFIX)}, str(path))
     model.eval()
     return model, sidecar
+
+
+def crossfit_twin(model: torch.nn.Module, path: str | os.PathLike) -> torch.nn.Module | None:
+    """The checkpoint's model with the buffers calibrated on the other half (None without cross-fitting)."""
+    state = {k[len(CROSSFIT_PREFIX):]: v for k, v in load_state(path).items() if k.startswith(CROSSFIT_PREFIX)}
+    if not state:
+        return None
+    twin = copy.deepcopy(model)
+    buffers = dict(twin.named_buffers())
+    unknown = sorted(set(state) - set(buffers))
+    if unknown:
+        raise CheckpointError(f"{path}: cross-fitting buffers {unknown[:3]} are not buffers of this architecture")
+    with torch.no_grad():
+        for name, value in state.items():
+            buffers[name].copy_(value)
+    return twin

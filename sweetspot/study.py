@@ -14,7 +14,8 @@ from typing import Any, Iterator, Mapping
 import jsonschema
 import yaml
 
-from .contract import TASKS
+from . import catalog
+from .catalog import TASKS
 
 
 # Evaluation datasets whose labels are the 16 model-vs-human categories, with the human
@@ -131,11 +132,24 @@ def _semantic_problems(config: dict) -> list[str]:
         if "snip" in config["pruning"]["methods"]:
             problems.append("pruning.methods: snip trains from initialisation and needs a train split; "
                             "set datasets.imagenet or remove snip")
+    from .data.registry import EVAL_DATASETS
+
     for task, cfg in config["tasks"].items():
         if task not in TASKS:
             continue  # the schema already refused it
         if not cfg.get("datasets"):
             problems.append(f"tasks.{task}.datasets: list at least one dataset, or remove the task")
+        for i, name in enumerate(cfg.get("datasets") or []):
+            if name not in EVAL_DATASETS:
+                close = difflib.get_close_matches(str(name), EVAL_DATASETS, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(EVAL_DATASETS)}"
+                problems.append(f"tasks.{task}.datasets[{i}]: unknown dataset {name!r}; {hint}")
+    for task, metrics in (config.get("stats") or {}).get("headline", {}).items():
+        allowed = catalog.testable(task)
+        for metric in metrics:
+            if metric not in allowed:
+                problems.append(f"stats.headline.{task}: {metric!r} cannot be a headline metric of {task}; "
+                                f"choose from {', '.join(allowed) or 'none'}")
     if not config["pruning"]["methods"]:
         problems.append("pruning.methods: the grid is empty; list at least one method")
     return problems
@@ -161,11 +175,12 @@ def schedule(config: Mapping, arch: str) -> dict[str, Any]:
 
 
 def checkpoints(config: Mapping) -> list[tuple[str, str, str, int]]:
-    """Every (arch, method, sparsity label, seed) of the grid; dense has sparsity '0'."""
+    """Every (arch, method, sparsity label, seed) of the grid; dense and controls have sparsity '0'."""
     out = []
     for arch in config["architectures"]:
         for seed in config["seeds"]:
             out.append((arch, "dense", "0", seed))
+            out += [(arch, catalog.CONTROL_PREFIX + recipe, "0", seed) for recipe in control_recipes(config)]
             for method in config["pruning"]["methods"]:
                 for s in sorted(config["pruning"]["sparsities"]):
                     out.append((arch, method, sparsity_label(s), seed))
@@ -176,3 +191,52 @@ def imp_parent(config: Mapping, sparsity: str) -> str | None:
     """The IMP level a level starts from: the next lower configured sparsity, None for dense."""
     lower = [s for s in sorted(config["pruning"]["sparsities"]) if s < float(sparsity) - 1e-9]
     return sparsity_label(lower[-1]) if lower else None
+
+
+def with_defaults(config: dict) -> dict:
+    """The config with what every study has: the structure task (layer collapse is always
+    checked), on the first dataset any task evaluates, and the default headline metrics."""
+    tasks = config["tasks"]
+    if "structure" not in tasks:
+        first = next(iter(cfg["datasets"] for cfg in tasks.values() if cfg.get("datasets")), [])
+        tasks["structure"] = {"datasets": list(first[:1]), "n_images": 32}
+    stats = config.setdefault("stats", {})
+    stats["headline"] = {**catalog.default_headline(), **(stats.get("headline") or {})}
+    return config
+
+
+def data_params(config: Mapping) -> dict[str, Any]:
+    """What a job needs to find and size data: the only part of the config it sees about data."""
+    return {"benchmark": config["benchmark"], "data_dir": config["data_dir"],
+            "datasets": dict(config.get("datasets") or {}), "image_size": image_size(config)}
+
+
+def recovery_recipe(config: Mapping) -> str | None:
+    """The control recipe of fine-tune / BatchNorm recovery, None when recovery changes nothing."""
+    recovery = config["pruning"].get("recovery", {})
+    mode = recovery.get("mode", "finetune")
+    if mode == "finetune" and recovery.get("epochs", 0) > 0:
+        return "finetune"
+    return "bn" if mode == "bn" else None
+
+
+def controls(config: Mapping) -> dict[str, str]:
+    """Pruning method -> the method label of its matched control (docs/methods.md)."""
+    recipe = recovery_recipe(config)
+    out = {}
+    for method in config["pruning"]["methods"]:
+        if method == "snip":
+            out[method] = catalog.CONTROL_PREFIX + "snip"
+        else:
+            out[method] = catalog.DENSE if recipe is None else catalog.CONTROL_PREFIX + recipe
+    return out
+
+
+def control_recipes(config: Mapping) -> list[str]:
+    """The distinct control recipes the grid needs, each built once per architecture and seed."""
+    return sorted({c[len(catalog.CONTROL_PREFIX):] for c in controls(config).values() if catalog.is_control(c)})
+
+
+def task_settings(config: Mapping, task: str) -> dict[str, Any]:
+    """What an evaluation job of `task` reads: its config block without scheduler requests."""
+    return {k: v for k, v in config["tasks"][task].items() if k != "resources"}

@@ -42,29 +42,8 @@ def default_config() -> dict:
     return yaml.safe_load((ROOT / "config.yaml").read_text())
 
 
-TINY = {
-    "benchmark": "synthetic",
-    "results": "results",
-    "data_dir": "data",
-    "device": "cpu",
-    "synthetic": {"seed": 0, "image_size": 32, "n_classes": 8, "train_per_class": 12, "val_per_class": 4,
-                  "cue_conflict_per_class": 2, "texture_match": 0.8, "clutter": 2},
-    "architectures": {"resnet": {"timm": "test_resnet", "kwargs": {}},
-                      "vit": {"timm": "test_vit", "kwargs": {"img_size": 32, "patch_size": 4}}},
-    "dense": {"epochs": 1, "batch_size": 32, "lr": 0.003},
-    "seeds": [0],
-    "pruning": {"methods": ["magnitude", "imp", "snip", "random"], "sparsities": [0.5, 0.8],
-                "recovery": {"mode": "finetune", "epochs": 1, "lr": 0.001},
-                "snip": {"batches": 1}},
-    "tasks": {
-        "accuracy": {"datasets": ["synthetic-val"]},
-        "interpretability": {"datasets": ["synthetic-val"], "n_images": 6, "ig_steps": 4,
-                             "smoothgrad_samples": 2, "deletion_steps": 4, "gallery_images": 2},
-        "discovery": {"datasets": ["synthetic-val"], "n_images": 8},
-        "alignment": {"datasets": ["synthetic-cue-conflict", "synthetic-distortions"], "n_images": 4},
-    },
-    "stats": {"n_boot": 200},
-}
+TINY_CONFIG = ROOT / "tests" / "configs" / "tiny.yaml"
+TINY = yaml.safe_load(TINY_CONFIG.read_text())  # the smallest study with every stage, task and method
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import timm
 import torch
 from sklearn.metrics import cohen_kappa_score
 
-from sweetspot.contract import HIGHER_IS_BETTER, TASK_COLUMNS
+from sweetspot.catalog import METRICS
+from sweetspot.contract import TASK_COLUMNS
 from sweetspot.data import distortions
 from sweetspot.data.samples import Sample
 from sweetspot.metrics import human
@@ -154,7 +155,7 @@ def test_cue_conflict_rows_match_direct_computation(model):
     frame = alignment.evaluate(model, samples, "cue-conflict", {"batch_size": 5}, preprocess=PREPROCESS,
                                device=CPU, class_groups=groups)
     assert list(frame.columns) == list(TASK_COLUMNS)
-    assert set(frame["metric"]) <= set(HIGHER_IS_BETTER)
+    assert set(frame["metric"]) <= set(METRICS)
     correct = _values(frame, "correct")
     assert correct.tolist() == (decisions == labels).astype(float).tolist()
     assert _values(frame, "accuracy")[""] == pytest.approx(correct.mean())

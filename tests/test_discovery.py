@@ -8,7 +8,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from sweetspot.contract import HIGHER_IS_BETTER
+from sweetspot.catalog import METRICS
 from sweetspot.data.samples import Sample
 from sweetspot.features import output_at, patch_features
 from sweetspot.models import Preprocess
@@ -123,7 +123,7 @@ def test_evaluate_finds_planted_objects_with_baselines_and_skips_boxless_images(
     assert skipped == ["c"]
     assert model.calls == 2 and untrained.calls == 2  # one forward per batch of 2 scored images
     assert list(frame.columns) == ["dataset", "variant", "metric", "item", "value"]
-    assert set(frame["metric"]) <= set(HIGHER_IS_BETTER) and set(frame["dataset"]) == {"blobs"}
+    assert set(frame["metric"]) <= set(METRICS) and set(frame["dataset"]) == {"blobs"}
     lost_rows = frame[frame.variant == "lost"].set_index(["item", "metric"])["value"]
     assert lost_rows.to_dict() == {("a", "corloc"): 1.0, ("a", "iou"): 1.0, ("a", "mask_iou"): 1.0,
                                    ("b", "corloc"): 1.0, ("b", "iou"): 1.0,

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from sweetspot import attributions as A
-from sweetspot.contract import HIGHER_IS_BETTER, TASK_COLUMNS
+from sweetspot.catalog import METRICS
+from sweetspot.contract import TASK_COLUMNS
 from sweetspot.data.samples import Sample
 from sweetspot.analysis.gallery import render, sparsity_label
 from sweetspot.metrics.localization import deletion_auc, rma
@@ -250,8 +251,9 @@ def test_evaluate_rows_and_skipped(model):
     assert list(frame.columns) == list(TASK_COLUMNS)
     methods = {m for m in A.METHODS if A.applicable(m, family(model))}
     assert set(frame["variant"]) == methods
-    metrics = {"rma", "rra", "pointing_game", "deletion_auc", "insertion_auc", "flag_zero_map", "flag_nonfinite_map"}
-    assert set(frame["metric"]) == metrics and metrics <= set(HIGHER_IS_BETTER)
+    metrics = {"rma", "rra", "pointing_game", "deletion_auc", "insertion_auc", "deletion_auc_norm", "insertion_auc_norm",
+               "flag_zero_map", "flag_nonfinite_map"}
+    assert set(frame["metric"]) == metrics and metrics <= set(METRICS)
     assert set(frame["item"]) == {"img0", "img2"}
     assert len(frame) == 2 * len(methods) * len(metrics)
     assert frame["value"].between(0, 1).all()

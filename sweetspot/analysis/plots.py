@@ -19,7 +19,6 @@ import pandas as pd  # noqa: E402
 from matplotlib import colors  # noqa: E402
 
 from sweetspot import artifacts as io  # noqa: E402
-from sweetspot.analysis.table import DIAGNOSTIC_PREFIX  # noqa: E402
 
 _LINE_KEYS = ["dataset", "variant", "metric"]
 _STYLES = ["-", "--", ":", "-."]
@@ -71,8 +70,7 @@ def curves_figure(curves: pd.DataFrame, task: str, path_stem: str | Path) -> Non
 def gain_heatmap(curves: pd.DataFrame, arch: str, path_stem: str | Path) -> None:
     """Gain over dense (positive = better) per (task/dataset/variant/metric) row and sparsity
     column, one panel per method; a dot marks a gain significant after Holm correction."""
-    rows = curves[(curves["arch"] == arch) & (curves["sparsity"] > 0)
-                  & ~curves["metric"].str.startswith(DIAGNOSTIC_PREFIX)]
+    rows = curves[(curves["arch"] == arch) & (curves["sparsity"] > 0)]
     methods = sorted(rows["method"].unique()) or ["(none)"]
     row_keys = sorted({"/".join(filter(None, k)) for k in
                        rows[["task", "dataset", "variant", "metric"]].itertuples(index=False)})

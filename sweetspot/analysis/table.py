@@ -1,99 +1,114 @@
-"""Sweet spots: where along the sparsity axis does pruning help, and is the help real?
+"""The sweet-spot table: at which sparsity does pruning itself make a representation better
+while the model still works? (docs/methods.md, "What a sweet spot is")
 
 `compute` turns the long metrics frame (sweetspot.contract) into
-- curves: one row per (arch, method, task, dataset, variant, metric, sparsity), the dense model
-  as the sparsity-0 point of every method's curve;
-- the table: one row per curve with pruned points, at its best sparsity (DESIGN section 7).
+- curves: one row per (arch, method, task, dataset, variant, metric, sparsity), each pruned point
+  compared with its matched control, plus the control as the curve's sparsity-0 point;
+- the table: one row per curve, at its best sparsity among those where the model still works.
 
-Sign convention: `gain` (and ci_low, ci_high) is always "positive = better". It is the paired
-mean difference pruned - dense for metrics where higher is better and dense - pruned where lower
-is better (column `higher_is_better`). `value`, `dense_value` and `best_value` are raw means.
+A gain is always "positive = better" (dense - pruned for lower-is-better metrics) and always
+against the checkpoint's matched control (`Settings.controls`): a dense model that went through
+the same training and differs in the mask alone. The plain dense value stays beside it.
 
-Pairing: pruned seed k is compared with dense seed k; when the dense model has a single seed,
-every pruned seed is compared with it; a pruned seed without a dense partner is left out (logged).
-Intervals come from sweetspot.analysis.stats (item bootstrap, hierarchical over seeds when there are
-several; p-values from the bootstrap standard error). Set-level metrics (item "") get a t
-interval over seeds; with one seed no interval, and they are never a benefit. Bootstrap draws
-depend only on `seed` and a comparison's own items, so adding results elsewhere in the study
-does not move an existing interval.
-
-Multiple testing: one Holm family holds every pruned-vs-dense comparison of every curve that
-can enter the table (all methods, tasks, metrics and sparsities of the run; flag_* diagnostics
-are left out). Its size is the column `n_comparisons`. `sweet_range` lists the sparsities whose
-gain is positive and significant after Holm.
+A sweet spot is a (curve, sparsity) whose
+- gain is significant: for headline metrics the simultaneous band over every headline
+  comparison of its (architecture, task) lies above 0, so picking the best of the grid and of
+  the metrics cannot manufacture one; exploratory metrics are never sweet spots (they get
+  Benjamini-Hochberg q-values instead);
+- top-1 is non-inferior to the control's on every accuracy dataset: the paired one-sided
+  lower bound of the top-1 difference lies above minus `top1_margin` points;
+- checkpoint has no collapsed layer (the structure task).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-from collections import OrderedDict
-from pathlib import Path
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.dataset as pa_dataset
 
-from sweetspot import artifacts as io
+from sweetspot import catalog
 from sweetspot.analysis import stats
-from sweetspot.contract import COLUMNS, HIGHER_IS_BETTER
+from sweetspot.contract import COLUMNS
 
 log = logging.getLogger(__name__)
 
-GROUP = ["arch", "method", "task", "dataset", "variant", "metric"]
-# Curves that share a dense baseline: the group without the method.
-_FAMILY = ["arch", "task", "dataset", "variant", "metric"]
-DIAGNOSTIC_PREFIX = "flag_"
-ACCURACY = ("accuracy", "", "top1")  # task, variant, metric of the accuracy a sweet spot must keep
-MAX_TOP1_DROP_POINTS = 5.0
+GROUP = ["arch", "task", "dataset", "variant"]
+CURVE = ["arch", "method", "task", "dataset", "variant", "metric"]
+ACCURACY_TASK, TOP1 = "accuracy", "top1"
 MIN_SHAPE_OR_TEXTURE = 0.5
 MIN_SEEDS_FOR_SEED_INTERVAL = 5
-_WEIGHT_CACHE_SIZE = 32
 
-CURVE_COLUMNS = GROUP + [
-    "sparsity", "sparsity_actual", "higher_is_better", "value", "gain", "ci_low", "ci_high",
-    "p_value", "p_holm", "significant", "n_items", "n_seeds",
+CURVE_COLUMNS = CURVE + [
+    "role", "sparsity", "sparsity_actual", "higher_is_better", "control", "value", "control_value", "dense_value",
+    "gain", "ci_low", "ci_high", "band_low", "band_high", "p_value", "p_adjusted", "q_value", "significant",
+    "top1_gain", "top1_lower", "non_inferior", "collapsed_layers", "sweet_spot", "n_items", "n_seeds",
 ]
-TABLE_COLUMNS = GROUP + [
-    "higher_is_better", "dense_value", "best_sparsity", "sparsity_actual", "best_value", "gain",
-    "ci_low", "ci_high", "confidence", "benefit", "p_value", "p_holm", "benefit_holm", "sweet_range", "n_items",
-    "n_seeds", "n_comparisons", "top1", "top1_dense", "top1_drop", "shape_or_texture", "caveat",
+TABLE_COLUMNS = CURVE + [
+    "role", "higher_is_better", "control", "control_value", "dense_value", "best_sparsity", "sparsity_actual",
+    "best_value", "gain", "ci_low", "ci_high", "significant", "p_adjusted", "q_value", "sweet_spot", "sweet_range",
+    "best_any_sparsity", "best_any_gain", "top1", "top1_control", "top1_drop", "top1_lower", "collapsed_at",
+    "shape_or_texture", "n_items", "n_seeds", "family_size", "confidence", "caveat",
 ]
 
 
-def compute(
-    metrics_frame: pd.DataFrame,
-    *,
-    n_boot: int = 1000,
-    confidence: float = 0.95,
-    correction: str = "holm",
-    seed: int = 0,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Curves and sweet-spot table of a contract frame; deterministic for a given `seed`."""
-    if correction != "holm":
-        raise ValueError(f"stats.correction: {correction!r} is not supported; use 'holm'")
-    if not 0 < confidence < 1:
-        raise ValueError(f"stats.confidence must lie in (0, 1), got {confidence}")
-    if n_boot < 2:
-        raise ValueError(f"stats.n_boot must be at least 2, got {n_boot}")
-    frame = _checked(metrics_frame)
-    curves = _curves(frame, n_boot=n_boot, confidence=confidence, seed=seed)
-    alpha = 1.0 - confidence
-    in_family = (curves["sparsity"] > 0) & ~curves["metric"].str.startswith(DIAGNOSTIC_PREFIX)
-    curves["p_holm"] = np.nan
-    curves.loc[in_family, "p_holm"] = stats.holm(curves.loc[in_family, "p_value"].to_numpy())
-    curves["significant"] = curves["p_holm"].lt(alpha)
-    n_comparisons = int(curves.loc[in_family, "p_value"].notna().sum())
-    table = _table(curves, n_comparisons, confidence)
+@dataclass(frozen=True)
+class Settings:
+    """What the aggregation needs from the study (stats section and the grid's controls)."""
+
+    controls: Mapping[str, str]  # pruning method -> the method label of its control ("dense" when none differs)
+    headline: Mapping[str, Sequence[str]] = field(default_factory=catalog.default_headline)
+    n_boot: int = 1000
+    confidence: float = 0.95
+    seed: int = 0
+    top1_margin: float = 1.0  # points
+
+    def role(self, task: str, metric: str) -> str:
+        if catalog.METRICS[metric].role == "diagnostic":
+            return "diagnostic"
+        return "headline" if metric in self.headline.get(task, ()) else "exploratory"
+
+
+def compute(frame: pd.DataFrame, settings: Settings, human: pd.DataFrame | None = None
+            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Curves and sweet-spot table of a contract frame; deterministic for a given settings.seed.
+
+    `human`: trials of human observers (columns dataset, item, subject, correct) for the
+    alignment datasets that have them; error consistency and its kin need it.
+    """
+    if not 0 < settings.confidence < 1:
+        raise ValueError(f"stats.confidence must lie in (0, 1), got {settings.confidence}")
+    if settings.n_boot < 100:
+        raise ValueError(f"stats.n_boot must be at least 100, got {settings.n_boot}")
+    frame = _checked(frame, settings)
+    evaluated = frame[frame["task"] != "structure"]
+    families: dict[tuple[str, str], np.ndarray] = {}
+    comparisons: list[dict] = []
+    points: list[dict] = []
+    for key, rows in evaluated.groupby(GROUP, sort=True, observed=True):
+        group = dict(zip(GROUP, key))
+        humans = _human_matrix(human, group["dataset"]) if group["task"] == "alignment" else None
+        found, values = _group(group, rows, settings, humans, families)
+        comparisons += found
+        points += values
+    if not comparisons:
+        return _empty(CURVE_COLUMNS), _empty(TABLE_COLUMNS)
+    found = pd.DataFrame(comparisons)
+    _add_family_bands(found, families, settings)
+    _add_guards(found, frame, settings)
+    curves = _curves(found, pd.DataFrame(points))
+    table = _table(curves, frame, settings, families)
     return curves, table
 
 
-def read_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Read and concatenate per-job contract Parquet files (multithreaded); string columns come
-    back as categoricals, which keeps a study of millions of rows small in memory."""
+def read_metrics(paths: Iterable[str]) -> pd.DataFrame:
+    """Concatenate per-job contract Parquet files; string columns as categoricals (small in memory)."""
+    import pyarrow as pa
+    import pyarrow.dataset as pa_dataset
+
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("no metrics files to read; run the evaluation rules first")
@@ -108,416 +123,385 @@ def read_metrics(paths: Iterable[str | Path]) -> pd.DataFrame:
     return table.unify_dictionaries().to_pandas()
 
 
-def write_tables(table: pd.DataFrame, summary_md: str, prefix: str | Path) -> None:
-    """Write <prefix>.parquet, .csv and .md (the summary above a rounded markdown table)."""
-    prefix = Path(prefix)
-    io.write_parquet(prefix.with_name(prefix.name + ".parquet"), table)
-    with io.atomic_path(prefix.with_name(prefix.name + ".csv")) as tmp:
-        table.to_csv(tmp, index=False)
-    io.write_text(prefix.with_name(prefix.name + ".md"), summary_md.rstrip() + "\n\n" + markdown_table(table) + "\n")
+# --- input checks ------------------------------------------------------------------------------
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    """The table as markdown: the columns a reader needs, numbers rounded to 3 places."""
-    shown = table[[
-        "arch", "method", "task", "dataset", "variant", "metric", "dense_value", "best_sparsity",
-        "best_value", "gain", "ci_low", "ci_high", "p_holm", "benefit_holm", "sweet_range", "top1_drop", "caveat",
-    ]].copy()
-    for column in ("dense_value", "best_value", "gain", "ci_low", "ci_high", "top1_drop"):
-        shown[column] = shown[column].map(lambda x: "" if pd.isna(x) else f"{x:.3f}")
-    shown["p_holm"] = shown["p_holm"].map(lambda x: "" if pd.isna(x) else f"{x:.2g}")
-    shown["best_sparsity"] = shown["best_sparsity"].map(lambda x: "" if pd.isna(x) else f"{x:g}")
-    shown["benefit_holm"] = shown["benefit_holm"].map({True: "yes", False: "no"})
-    return shown.to_markdown(index=False)
-
-
-SUMMARY_PER_TASK = 3  # sentences per task and architecture; the table has the rest
-
-
-def summary(table: pd.DataFrame) -> str:
-    """Plain-language markdown answer to "when does pruning benefit?", one section per arch."""
-    lines = ["# When does pruning benefit?", ""]
-    if table.empty:
-        return "\n".join(lines + ["No pruned models were evaluated, so there is nothing to compare.", ""])
-    n_comparisons = int(table["n_comparisons"].iloc[0])
-    lines.append(
-        f"Gains are paired differences against the dense model on the same items, with "
-        f"{table['confidence'].iloc[0]:.0%} intervals (bootstrap over items and seeds; t over seeds for set-level "
-        f"metrics); 'significant' means after Holm correction over all {n_comparisons} pruned-vs-dense comparisons."
-    )
-    lines.append("")
-    for arch, rows in table.sort_values(GROUP).groupby("arch", sort=True):
-        lines += [f"## {arch}", ""]
-        wins = rows[rows["benefit_holm"]]
-        if wins.empty:
-            lines.append(f"{arch}: no metric improves significantly over the dense model at any sparsity "
-                         f"({len(rows)} curve{'s' if len(rows) != 1 else ''} tested).")
-        for task, task_wins in wins.groupby("task", sort=True):
-            tested = int((rows["task"] == task).sum())
-            lines.append(f"**{task}**: {len(task_wins)} of {tested} curves gain significantly; "
-                         f"the strongest evidence:")
-            strongest = task_wins.sort_values(["p_holm", "p_value"], kind="stable").head(SUMMARY_PER_TASK)
-            for row in strongest.itertuples(index=False):
-                lines.append(f"- {_sentence(row, n_comparisons)}")
-            if len(task_wins) > SUMMARY_PER_TASK:
-                lines.append(f"- ... and {len(task_wins) - SUMMARY_PER_TASK} more in sweet_spots.md.")
-            lines.append("")
-        weak = rows[rows["benefit"] & ~rows["benefit_holm"]]
-        if len(weak):
-            lines.append(f"{len(weak)} further curve(s) of {arch} have an interval above zero before correction "
-                         f"but not after: " + ", ".join(_name(r) for r in weak.itertuples(index=False)) + ".")
-        lines.append("")
-    return "\n".join(lines)
-
-
-# --- internals -------------------------------------------------------------------------------
-
-
-def _checked(frame: pd.DataFrame) -> pd.DataFrame:
-    """Contract checks without copying millions of rows (validate() would cast every column)."""
+def _checked(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"metrics frame: missing contract columns {missing}")
     if frame.empty:
         raise ValueError("metrics frame: no rows; did every evaluation job write its Parquet file?")
-    unknown = sorted(set(frame["metric"].unique()) - set(HIGHER_IS_BETTER))
+    unknown = sorted(set(frame["metric"].astype(str).unique()) - set(catalog.METRICS))
     if unknown:
-        raise ValueError(f"metrics frame: metrics {unknown} have no direction in sweetspot.contract.HIGHER_IS_BETTER")
+        raise ValueError(f"metrics frame: metrics {unknown} are not in sweetspot.catalog.METRICS")
     benchmarks = sorted(map(str, frame["benchmark"].unique()))
     if len(benchmarks) > 1:
         raise ValueError(f"metrics frame mixes benchmarks {benchmarks}; aggregate one benchmark at a time")
-    dense = frame["method"].eq("dense").to_numpy()
-    if (frame["sparsity"].to_numpy()[dense] != 0).any():
-        raise ValueError("metrics frame: rows with method 'dense' must have sparsity 0")
-    if (frame["sparsity"].to_numpy()[~dense] <= 0).any():
-        raise ValueError("metrics frame: pruned rows (method != 'dense') need a sparsity > 0")
+    methods = frame["method"].astype(str)
+    unpruned = (methods == catalog.DENSE) | methods.str.startswith(catalog.CONTROL_PREFIX)
+    if (frame["sparsity"].to_numpy()[unpruned.to_numpy()] != 0).any():
+        raise ValueError("metrics frame: dense and control rows must have sparsity 0")
+    if (frame["sparsity"].to_numpy()[~unpruned.to_numpy()] <= 0).any():
+        raise ValueError("metrics frame: pruned rows need a sparsity > 0")
+    for method in sorted(set(methods[~unpruned])):
+        if method not in settings.controls:
+            raise ValueError(f"metrics frame: pruning method {method!r} has no control in the settings")
     return frame
 
 
-def _factorize(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes in sorted order of the values, and the sorted values; a categorical's own
-    codes are reused (no hashing of millions of strings)."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        categories = np.asarray(column.cat.categories, dtype=object)
-        order = np.argsort(categories)
-        rank = np.empty(len(categories), dtype=np.int64)
-        rank[order] = np.arange(len(categories))
-        codes = column.cat.codes.to_numpy()
-        values = categories[order]
-        codes = np.where(codes < 0, -1, rank[codes])
-    else:
-        codes, values = pd.factorize(column, sort=True)
-        values = np.asarray(values, dtype=object)
-    if (codes < 0).any():
-        raise ValueError(f"metrics frame: column {column.name!r} has missing values; every row needs one")
-    return codes.astype(np.int64), values
+def _empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
 
 
-def _codes(frame: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
-    """One integer code per distinct combination of `columns`, and the combinations."""
-    parts, uniques, sizes = [], [], []
-    for column in columns:
-        codes, values = _factorize(frame[column])
-        parts.append(codes)
-        uniques.append(values)
-        sizes.append(max(len(values), 1))
-    combined = np.ravel_multi_index(parts, sizes)
-    codes, keys = pd.factorize(combined, sort=True)
-    unravelled = np.unravel_index(keys, sizes)
-    table = pd.DataFrame({c: u[i] for c, u, i in zip(columns, uniques, unravelled)})
-    return codes.astype(np.int64), table
+# --- one group: (arch, task, dataset, variant) -------------------------------------------------
 
 
-def _curves(frame: pd.DataFrame, *, n_boot: int, confidence: float, seed: int) -> pd.DataFrame:
-    family_codes, families = _codes(frame, _FAMILY)
-    condition_codes, conditions = _codes(frame, ["method", "sparsity", "seed"])
-    item_codes, items = _codes(frame, ["item"])
-    item_names = items["item"].astype(str).to_numpy()
-    values = frame["value"].to_numpy(dtype=np.float64)
-    actual = frame["sparsity_actual"].to_numpy(dtype=np.float64)
-    order = np.argsort(family_codes, kind="stable")
-    bounds = np.searchsorted(family_codes[order], np.arange(len(families) + 1))
-    weights = _WeightCache(n_boot=n_boot, seed=seed)
-    rows: list[dict] = []
-    for f, family in enumerate(families.itertuples(index=False)):
-        take = order[bounds[f]:bounds[f + 1]]
-        rows += _family_curves(
-            family._asdict(), item_codes[take], condition_codes[take], values[take], actual[take],
-            conditions, item_names, weights, confidence=confidence,
-        )
-    curves = pd.DataFrame(rows)
-    curves["p_holm"] = np.nan
-    curves["significant"] = False
-    return curves[CURVE_COLUMNS].sort_values(GROUP + ["sparsity"], kind="stable").reset_index(drop=True)
+@dataclass
+class _Group:
+    items: np.ndarray  # sorted item names (per-item rows)
+    conditions: pd.DataFrame  # method, sparsity, seed, sparsity_actual; one column of every matrix each
+    columns: dict[str, np.ndarray]  # per-item metric -> (n_items, n_conditions), NaN = missing
+    set_values: dict[str, np.ndarray]  # set-level metric -> (n_conditions,) as the task wrote it
 
 
-class _WeightCache:
-    """Item-resampling weights keyed by the item universe, shared by every comparison scored
-    on the same items; seed draws keyed by the number of seeds."""
-
-    def __init__(self, *, n_boot: int, seed: int):
-        self.n_boot, self.seed = n_boot, seed
-        self._weights: OrderedDict[str, np.ndarray] = OrderedDict()
-
-    def items(self, item_names: np.ndarray) -> np.ndarray:
-        key = hashlib.sha256("\x1f".join(item_names).encode()).hexdigest()
-        if key not in self._weights:
-            rng = stats.keyed_rng(self.seed, "items", key)
-            self._weights[key] = stats.item_weights(len(item_names), self.n_boot, rng)
-            if len(self._weights) > _WEIGHT_CACHE_SIZE:
-                self._weights.popitem(last=False)
-        return self._weights[key]
-
-    def seeds(self, n_seeds: int) -> np.ndarray:
-        return stats.seed_draws(n_seeds, self.n_boot, stats.keyed_rng(self.seed, "seeds", n_seeds))
-
-
-def _family_curves(
-    family: dict, item_codes: np.ndarray, condition_codes: np.ndarray, values: np.ndarray,
-    actual: np.ndarray, conditions: pd.DataFrame, item_names: np.ndarray, weights: _WeightCache,
-    *, confidence: float,
-) -> list[dict]:
-    """Curves of one (arch, task, dataset, variant, metric): every method against the shared dense."""
-    name = "/".join(str(family[c]) for c in _FAMILY)
-    local_items, item_index = _local_codes(item_codes, len(item_names))
-    names = item_names[local_items]  # sorted, so the weights' item order is the table's row order
-    set_level = bool((names == "").any())
-    if set_level and len(names) > 1:
-        raise ValueError(f"{name}: mixes set-level rows (item '') with per-item rows; a metric is one or the other")
-    local_conditions, condition_index = _local_codes(condition_codes, len(conditions))
-    cond = conditions.iloc[local_conditions].reset_index(drop=True)
-    cells = item_index * len(local_conditions) + condition_index
-    if np.bincount(cells, minlength=len(local_items) * len(local_conditions)).max() > 1:
-        raise ValueError(f"{name}: an item appears twice for the same method/sparsity/seed; "
-                         "check for duplicated evaluation files")
-    table = np.full((len(local_items), len(local_conditions)), np.nan)
-    table[item_index, condition_index] = values
-    actual_mean = np.bincount(condition_index, actual) / np.bincount(condition_index)
-    item_means = _nanmean(table, axis=0)
-
-    sign = 1.0 if HIGHER_IS_BETTER[family["metric"]] else -1.0
-    methods = cond["method"].to_numpy()
-    sparsities = cond["sparsity"].to_numpy(dtype=np.float64)
-    seed_of = cond["seed"].to_numpy(dtype=np.int64)
-    is_dense = methods == "dense"
-    base = {**family, "higher_is_better": sign > 0}
-
-    def point(method: str, sparsity: float, columns: np.ndarray, **extra) -> dict:
-        observed = ~np.isnan(table[:, columns])
-        return {**base, "method": method, "sparsity": sparsity,
-                "sparsity_actual": float(actual_mean[columns].mean()),
-                "value": float(np.nanmean(item_means[columns])) if np.isfinite(item_means[columns]).any() else np.nan,
-                "n_items": 0 if set_level else int(observed.any(axis=1).sum()),
-                "n_seeds": len(columns), **extra}
-
-    dense_columns = np.flatnonzero(is_dense)
-    dense_point = {"gain": 0.0, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan}
-    if dense_columns.size == len(cond):
-        return [point("dense", 0.0, dense_columns, **dense_point)]
-
-    partners = _dense_partners(seed_of[~is_dense], dict(zip(seed_of[is_dense].tolist(), dense_columns.tolist())), name)
-    curve_keys = sorted(set(zip(methods[~is_dense], sparsities[~is_dense].tolist())))
-    column_of = {(m, sp, sd): i for i, (m, sp, sd) in enumerate(zip(methods, sparsities.tolist(), seed_of.tolist()))}
-    diffs = np.full((len(partners), len(local_items), len(curve_keys)), np.nan)
-    for j, (method, sparsity) in enumerate(curve_keys):
-        for k, (s, partner) in enumerate(partners.items()):
-            column = column_of.get((method, sparsity, s))
-            if column is not None:
-                diffs[k, :, j] = table[:, column] - table[:, partner]
-    gains, lows, highs, p_values, seeds_used, items_used = _bootstrap_columns(
-        diffs, names, weights, confidence=confidence, set_level=set_level)
-
-    rows = []
-    for j, (method, sparsity) in enumerate(curve_keys):
-        if (j == 0 or curve_keys[j - 1][0] != method) and dense_columns.size:
-            rows.append(point(method, 0.0, dense_columns, **dense_point))  # the curve's first point
-        columns = np.flatnonzero((methods == method) & (sparsities == sparsity))
-        low, high = sorted((sign * lows[j] + 0.0, sign * highs[j] + 0.0))
-        rows.append(point(method, sparsity, columns, gain=sign * gains[j] + 0.0, ci_low=low, ci_high=high,
-                          p_value=p_values[j]))
-        rows[-1]["n_seeds"] = int(seeds_used[j])
-        rows[-1]["n_items"] = 0 if set_level else int(items_used[j])
-    return rows
+def _group(group: dict, rows: pd.DataFrame, settings: Settings, humans: pd.DataFrame | None,
+           families: dict[tuple[str, str], np.ndarray]) -> tuple[list[dict], list[dict]]:
+    data = _pivot(group, rows)
+    metrics = sorted(set(data.columns) | set(data.set_values))
+    testable = [m for m in metrics if settings.role(group["task"], m) != "diagnostic"]
+    replicates: dict[str, np.ndarray] = {}  # metric -> (n_boot, n_conditions)
+    values: dict[str, np.ndarray] = {}  # metric -> (n_conditions,)
+    for metric in testable:
+        recipe = _statistic(metric, data, humans)
+        if recipe is None:  # a set-level value with no per-item ingredients: no interval
+            values[metric] = data.set_values[metric]
+            continue
+        values[metric] = recipe(np.ones((1, len(data.items))))[0]
+        replicates[metric] = np.concatenate([recipe(w) for w in stats.item_weight_blocks(
+            len(data.items), settings.n_boot, stats.keyed_rng(settings.seed, "items", stats.items_key(data.items)))])
+    comparisons = _comparisons(group, data, values, replicates, settings)
+    points = [{**group, "metric": m, "method": c.method, "sparsity": c.sparsity, "seed": c.seed,
+               "sparsity_actual": c.sparsity_actual, "value": float(values[m][j])}
+              for m in values for j, c in enumerate(data.conditions.itertuples(index=False))]
+    _add_curve_bands(comparisons, group, settings, families)
+    return comparisons, points
 
 
-def _local_codes(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct global codes present (sorted) and each row's index among them; np.unique
-    with return_inverse does the same, far slower on millions of rows."""
-    present = np.zeros(size, dtype=bool)
-    present[codes] = True
-    position = np.cumsum(present) - 1
-    return np.flatnonzero(present), position[codes]
+def _pivot(group: dict, rows: pd.DataFrame) -> _Group:
+    name = "/".join(str(group[c]) for c in GROUP)
+    conditions = (rows.groupby(["method", "sparsity", "seed"], observed=True, sort=True)["sparsity_actual"].mean()
+                  .reset_index())
+    conditions["method"] = conditions["method"].astype(str)
+    condition_index = pd.MultiIndex.from_frame(conditions[["method", "sparsity", "seed"]])
+    column = condition_index.get_indexer(pd.MultiIndex.from_arrays(
+        [rows["method"].astype(str), rows["sparsity"], rows["seed"]]))
+    items = rows["item"].astype(str).to_numpy()
+    metrics = rows["metric"].astype(str).to_numpy()
+    per_item = items != ""
+    names = np.array(sorted(set(items[per_item])), dtype=object)
+    item_of = pd.Index(names).get_indexer(items)
+    columns: dict[str, np.ndarray] = {}
+    set_values: dict[str, np.ndarray] = {}
+    for metric in sorted(set(metrics)):
+        take = metrics == metric
+        if per_item[take].all():
+            matrix = np.full((len(names), len(conditions)), np.nan)
+            cells = item_of[take] * len(conditions) + column[take]
+            if np.bincount(cells).max() > 1:
+                raise ValueError(f"{name}/{metric}: an item appears twice for the same method/sparsity/seed; "
+                                 "check for duplicated evaluation files")
+            matrix.flat[cells] = rows["value"].to_numpy()[take]
+            columns[metric] = matrix
+        elif not per_item[take].any():
+            vector = np.full(len(conditions), np.nan)
+            if np.bincount(column[take], minlength=len(conditions)).max() > 1:
+                raise ValueError(f"{name}/{metric}: a set-level value appears twice for one method/sparsity/seed")
+            vector[column[take]] = rows["value"].to_numpy()[take]
+            set_values[metric] = vector
+        else:
+            raise ValueError(f"{name}: metric {metric!r} mixes set-level rows (item '') with per-item rows")
+    return _Group(names, conditions, columns, set_values)
 
 
-def _dense_partners(pruned_seeds: np.ndarray, dense_column: dict[int, int], name: str) -> dict[int, int]:
-    """Pruned seed -> column of its dense partner: the same seed, or the only dense seed."""
-    if not dense_column:
-        log.warning("%s: no dense rows; gains cannot be computed", name)
+def _statistic(metric: str, data: _Group, humans: pd.DataFrame | None
+               ) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A function of item weights (rows, n_items) -> the metric per condition (rows, n_conditions)."""
+    from sweetspot.metrics import human
+
+    if metric in data.columns:
+        return lambda w: stats.weighted_means(data.columns[metric], w)
+    if metric == "shape_bias" and {"shape_decision", "texture_decision"} <= set(data.columns):
+        shape, texture = data.columns["shape_decision"], data.columns["texture_decision"]
+        return lambda w: human.weighted_shape_bias(shape, texture, w)
+    if metric in human.SUBJECT_METRICS and "correct" in data.columns and humans is not None:
+        matrix = humans.reindex(columns=data.items).to_numpy(dtype=np.float64)
+        if np.isfinite(matrix).any():
+            correct = data.columns["correct"]
+            return lambda w: human.weighted_subject_comparisons(correct, matrix, w)[metric]
+    return None
+
+
+def _human_matrix(human: pd.DataFrame | None, dataset: str) -> pd.DataFrame | None:
+    """Subjects x items (1 correct, 0 wrong, NaN unseen) of one dataset's human trials."""
+    if human is None or human.empty:
+        return None
+    trials = human[human["dataset"] == dataset]
+    if trials.empty:
+        return None
+    return trials.pivot_table(index="subject", columns="item", values="correct", aggfunc="mean")
+
+
+def _comparisons(group: dict, data: _Group, values: dict[str, np.ndarray], replicates: dict[str, np.ndarray],
+                 settings: Settings) -> list[dict]:
+    """Every pruned (method, sparsity) of the group against its control, for every tested metric."""
+    cond = data.conditions
+    methods, sparsities, seeds = cond["method"].to_numpy(), cond["sparsity"].to_numpy(), cond["seed"].to_numpy()
+    out = []
+    for metric in values:
+        sign = 1.0 if catalog.METRICS[metric].higher_is_better else -1.0
+        role = settings.role(group["task"], metric)
+        for method, sparsity in sorted({(m, s) for m, s in zip(methods, sparsities) if s > 0}):
+            control = settings.controls[method]
+            pruned_at = {int(seeds[j]): j for j in np.flatnonzero((methods == method) & (sparsities == sparsity))}
+            control_at = {int(seeds[j]): j for j in np.flatnonzero(methods == control)}
+            pairs = _pairs(pruned_at, control_at)
+            row = {**group, "metric": metric, "method": method, "sparsity": float(sparsity), "control": control,
+                   "role": role, "higher_is_better": sign > 0, "n_seeds": len(pairs),
+                   "n_items": int(np.isfinite(data.columns[metric][:, [p for p, _ in pairs]]).any(axis=1).sum())
+                   if metric in data.columns and pairs else 0}
+            if not pairs:
+                out.append({**row, "gain": np.nan, "se": np.nan, "replicates": None})
+                continue
+            p_cols, c_cols = [p for p, _ in pairs], [c for _, c in pairs]
+            gain = float(sign * np.nanmean(values[metric][p_cols] - values[metric][c_cols]))
+            if metric not in replicates:
+                out.append({**row, "gain": gain, "se": np.nan, "replicates": None})
+                continue
+            boot = replicates[metric]
+            draws = stats.seed_draws(len(pairs), boot.shape[0], settings.seed)
+            reps = sign * stats.paired_gain_replicates(boot[:, p_cols], boot[:, c_cols], draws)
+            out.append({**row, **stats.summarise(reps, gain, settings.confidence), "replicates": reps})
+    return out
+
+
+def _pairs(pruned_at: dict[int, int], control_at: dict[int, int]) -> list[tuple[int, int]]:
+    """(pruned column, control column) per seed: the same seed, or the only control seed."""
+    pairs = []
+    for seed, column in sorted(pruned_at.items()):
+        if seed in control_at:
+            pairs.append((column, control_at[seed]))
+        elif len(control_at) == 1:
+            pairs.append((column, next(iter(control_at.values()))))
+    return pairs
+
+
+def _add_curve_bands(comparisons: list[dict], group: dict, settings: Settings,
+                     families: dict[tuple[str, str], np.ndarray]) -> None:
+    """Per curve, the critical value of a band simultaneous over its sparsities; headline
+    comparisons also feed their family's running maximum of studentized deviations."""
+    curves: dict[tuple[str, str], list[dict]] = {}
+    for comp in comparisons:
+        if comp["replicates"] is not None and np.isfinite(comp["se"]):
+            curves.setdefault((comp["metric"], comp["method"]), []).append(comp)
+    family = (group["arch"], group["task"])
+    for members in curves.values():
+        reps = np.stack([c["replicates"] for c in members], axis=1)
+        deviations = stats.studentized_deviations(reps, np.array([c["gain"] for c in members]),
+                                                  np.array([c["se"] for c in members]))
+        worst = deviations.max(axis=1)
+        critical = stats.band_critical_value(worst, settings.confidence)
+        for c in members:
+            c["curve_critical"] = critical
+        if members[0]["role"] == "headline":
+            families[family] = np.maximum(families.get(family, worst), worst)
+    for comp in comparisons:
+        comp.pop("replicates")
+
+
+# --- across groups -----------------------------------------------------------------------------
+
+
+def _add_family_bands(found: pd.DataFrame, families: dict[tuple[str, str], np.ndarray], settings: Settings) -> None:
+    alpha = 1.0 - settings.confidence
+    for column in ("band_low", "band_high", "p_adjusted", "q_value", "curve_critical"):
+        if column not in found:
+            found[column] = np.nan
+    found["significant"] = False
+    for (arch, task), rows in found.groupby(["arch", "task"], sort=False):
+        headline = rows.index[rows["role"] == "headline"]
+        if len(headline) and (arch, task) in families:
+            worst = families[(arch, task)]
+            critical = stats.band_critical_value(worst, settings.confidence)
+            gains, se = found.loc[headline, "gain"].to_numpy(float), found.loc[headline, "se"].to_numpy(float)
+            found.loc[headline, "band_low"] = gains - critical * se
+            found.loc[headline, "band_high"] = gains + critical * se
+            found.loc[headline, "p_adjusted"] = stats.maxt_adjusted_p(gains, se, worst)
+            found.loc[headline, "significant"] = found.loc[headline, "band_low"].to_numpy(float) > 0
+        exploratory = rows.index[rows["role"] == "exploratory"]
+        if len(exploratory):
+            critical = found.loc[exploratory, "curve_critical"].to_numpy(float)
+            gains, se = found.loc[exploratory, "gain"].to_numpy(float), found.loc[exploratory, "se"].to_numpy(float)
+            found.loc[exploratory, "band_low"] = gains - critical * se
+            found.loc[exploratory, "band_high"] = gains + critical * se
+            q = stats.fdr_q_values(found.loc[exploratory, "p_value"].to_numpy(float))
+            found.loc[exploratory, "q_value"] = q
+            found.loc[exploratory, "significant"] = (q < alpha) & (gains > 0)
+    found["significant"] = found["significant"].astype(bool)
+
+
+def _add_guards(found: pd.DataFrame, frame: pd.DataFrame, settings: Settings) -> None:
+    """Top-1 non-inferiority and layer collapse of each pruned checkpoint; then sweet spots."""
+    key = ["arch", "method", "sparsity"]
+    top1 = found[(found["task"] == ACCURACY_TASK) & (found["metric"] == TOP1) & (found["variant"] == "")]
+    margin = settings.top1_margin / 100.0
+    lower = top1.groupby(key)["lower_one_sided"].min() if len(top1) else pd.Series(dtype=float)
+    non_inferior = lower.gt(-margin)
+    own = {(r.arch, r.method, r.sparsity, r.dataset): (r.gain, r.lower_one_sided) for r in top1.itertuples()}
+    first = {(r.arch, r.method, r.sparsity): (r.gain, r.lower_one_sided)
+             for r in top1.sort_values("dataset", ascending=False).itertuples()}
+    top1_gain, top1_lower, ni = [], [], []
+    for r in found.itertuples():
+        gain, low = own.get((r.arch, r.method, r.sparsity, r.dataset), first.get((r.arch, r.method, r.sparsity),
+                                                                                (np.nan, np.nan)))
+        top1_gain.append(gain)
+        top1_lower.append(low)
+        ni.append(non_inferior.get((r.arch, r.method, r.sparsity), np.nan))
+    found["top1_gain"], found["top1_lower"] = np.asarray(top1_gain, float), np.asarray(top1_lower, float)
+    found["non_inferior"] = pd.array(ni, dtype="boolean")
+    collapse = _collapsed_layers(frame)
+    found["collapsed_layers"] = [collapse.get((r.arch, r.method, r.sparsity), np.nan) for r in found.itertuples()]
+    found["sweet_spot"] = ((found["role"] == "headline") & found["significant"]
+                           & found["non_inferior"].fillna(False).astype(bool)
+                           & ~(found["collapsed_layers"] > 0))
+
+
+def _collapsed_layers(frame: pd.DataFrame) -> dict[tuple[str, str, float], float]:
+    """(arch, method, sparsity) -> the most collapsed layers over its seeds (structure task)."""
+    rows = frame[(frame["task"] == "structure") & (frame["metric"] == "collapsed_layers")]
+    if rows.empty:
         return {}
-    partners = {}
-    for s in sorted(set(pruned_seeds.tolist())):
-        if s in dense_column:
-            partners[s] = dense_column[s]
-        elif len(dense_column) == 1:
-            partners[s] = next(iter(dense_column.values()))
+    worst = rows.groupby(["arch", "method", "sparsity"], observed=True)["value"].max()
+    return {(str(a), str(m), float(s)): float(v) for (a, m, s), v in worst.items()}
+
+
+def _curves(found: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+    """Comparisons with the raw values of the pruned point, its control and dense; each
+    method's curve starts at its control (sparsity 0, gain 0)."""
+    by_point = points.groupby(GROUP + ["metric", "method", "sparsity"], observed=True).agg(
+        value=("value", "mean"), sparsity_actual=("sparsity_actual", "mean"))
+    keys = GROUP + ["metric"]
+    value_of = by_point["value"]
+    found = found.copy()
+    found["value"] = [value_of.get(tuple(getattr(r, k) for k in keys) + (r.method, r.sparsity), np.nan)
+                      for r in found.itertuples()]
+    found["sparsity_actual"] = [by_point["sparsity_actual"].get(tuple(getattr(r, k) for k in keys) + (r.method, r.sparsity),
+                                                                np.nan) for r in found.itertuples()]
+    found["control_value"] = [value_of.get(tuple(getattr(r, k) for k in keys) + (r.control, 0.0), np.nan)
+                              for r in found.itertuples()]
+    found["dense_value"] = [value_of.get(tuple(getattr(r, k) for k in keys) + (catalog.DENSE, 0.0), np.nan)
+                            for r in found.itertuples()]
+    starts = (found.sort_values("sparsity").drop_duplicates(CURVE)
+              .assign(sparsity=0.0, sparsity_actual=0.0, gain=0.0, value=lambda f: f["control_value"]))
+    for column in ("ci_low", "ci_high", "band_low", "band_high", "p_value", "p_adjusted", "q_value", "top1_gain",
+                   "top1_lower", "collapsed_layers"):
+        starts[column] = np.nan
+    starts["significant"] = False
+    starts["sweet_spot"] = False
+    starts["non_inferior"] = pd.array([pd.NA] * len(starts), dtype="boolean")
+    curves = pd.concat([starts, found], ignore_index=True)
+    return curves[CURVE_COLUMNS].sort_values(CURVE + ["sparsity"], kind="stable").reset_index(drop=True)
+
+
+def _table(curves: pd.DataFrame, frame: pd.DataFrame, settings: Settings,
+           families: dict[tuple[str, str], np.ndarray]) -> pd.DataFrame:
+    pruned = curves[curves["sparsity"] > 0]
+    family_size = pruned[pruned["role"] == "headline"].groupby(["arch", "task"]).size()
+    shape_or_texture = _point_of(frame, "shape_or_texture")
+    rows = []
+    for key, curve in pruned.groupby(CURVE, sort=True, observed=True):
+        curve = curve.sort_values("sparsity")
+        eligible = curve[curve["non_inferior"].fillna(False).astype(bool) & ~(curve["collapsed_layers"] > 0)]
+        best = _best(eligible)
+        best_any = _best(curve)
+        first = curve.iloc[0]
+        chosen = best if best is not None else None
+        row = {**dict(zip(CURVE, key)), "role": first["role"], "higher_is_better": bool(first["higher_is_better"]),
+               "control": first["control"], "control_value": first["control_value"],
+               "dense_value": first["dense_value"], "confidence": settings.confidence,
+               "family_size": int(family_size.get((key[0], key[2]), 0)) if first["role"] == "headline" else 0,
+               "sweet_spot": bool(curve["sweet_spot"].any()),
+               "sweet_range": ", ".join(f"{s:g}" for s in curve.loc[curve["sweet_spot"], "sparsity"]),
+               "best_any_sparsity": np.nan if best_any is None else best_any["sparsity"],
+               "best_any_gain": np.nan if best_any is None else best_any["gain"],
+               "collapsed_at": ", ".join(f"{s:g}" for s in curve.loc[curve["collapsed_layers"] > 0, "sparsity"]),
+               "n_items": int(curve["n_items"].max()), "n_seeds": int(curve["n_seeds"].max())}
+        if chosen is not None:
+            row.update(best_sparsity=chosen["sparsity"], sparsity_actual=chosen["sparsity_actual"],
+                       best_value=chosen["value"], gain=chosen["gain"], ci_low=chosen["band_low"],
+                       ci_high=chosen["band_high"], significant=bool(chosen["significant"]),
+                       p_adjusted=chosen["p_adjusted"], q_value=chosen["q_value"],
+                       top1_drop=-100 * chosen["top1_gain"], top1_lower=100 * chosen["top1_lower"])
         else:
-            log.warning("%s: pruned seed %d has no dense model of the same seed; left out", name, s)
-    return partners
+            row.update(best_sparsity=np.nan, sparsity_actual=np.nan, best_value=np.nan, gain=np.nan, ci_low=np.nan,
+                       ci_high=np.nan, significant=False, p_adjusted=np.nan, q_value=np.nan, top1_drop=np.nan,
+                       top1_lower=np.nan)
+        row["top1_control"], row["top1"] = _top1_values(curves, key, row["best_sparsity"])
+        row["shape_or_texture"] = (shape_or_texture.get((key[0], key[2], key[3], key[4], key[1], row["best_sparsity"]),
+                                                        np.nan) if key[5] == "shape_bias" else np.nan)
+        row["caveat"] = _caveat(row, curve, settings)
+        rows.append(row)
+    if not rows:
+        return _empty(TABLE_COLUMNS)
+    table = pd.DataFrame(rows)
+    return table[TABLE_COLUMNS].sort_values(CURVE, kind="stable").reset_index(drop=True)
 
 
-def _bootstrap_columns(
-    diffs: np.ndarray, names: np.ndarray, weights: _WeightCache, *, confidence: float, set_level: bool,
-) -> tuple[np.ndarray, ...]:
-    """Point gain, interval and p-value of every column of `diffs` (seeds, items, columns).
-
-    Columns are bootstrapped together when the same seeds are present for them; a column
-    whose seeds differ (a missing job) gets its own seed resampling.
-    """
-    n_cols = diffs.shape[2]
-    gains, lows, highs, p_values = (np.full(n_cols, np.nan) for _ in range(4))
-    valid = ~np.isnan(diffs)
-    seed_present = valid.any(axis=1)  # (seeds, columns)
-    seeds_used = seed_present.sum(axis=0)
-    items_used = valid.any(axis=0).sum(axis=0)
-    patterns: dict[tuple[bool, ...], list[int]] = {}
-    for j in range(n_cols):
-        patterns.setdefault(tuple(seed_present[:, j]), []).append(j)
-    for pattern, columns in patterns.items():
-        seeds = np.flatnonzero(pattern)
-        if seeds.size == 0:
-            continue
-        sub = diffs[np.ix_(seeds, np.arange(diffs.shape[1]), columns)]
-        point = stats.point_gain(sub)
-        gains[columns] = point
-        if set_level or len(names) < 2:  # one number per seed: a t interval over seeds
-            lows[columns], highs[columns], p_values[columns] = stats.seed_t_interval(sub[:, 0, :], confidence)
-            continue
-        boot = stats.bootstrap_means(sub, weights.items(names), weights.seeds(seeds.size))
-        lows[columns], highs[columns], p_values[columns] = stats.summarise(boot, point, confidence)
-    return gains, lows, highs, p_values, seeds_used, items_used
+def _best(curve: pd.DataFrame) -> pd.Series | None:
+    """The point with the largest gain (the lowest sparsity among ties)."""
+    finite = curve[np.isfinite(curve["gain"].to_numpy(float))]
+    if finite.empty:
+        return None
+    return finite.sort_values(["gain", "sparsity"], ascending=[False, True], kind="stable").iloc[0]
 
 
-def _nanmean(table: np.ndarray, axis: int) -> np.ndarray:
-    ok = ~np.isnan(table)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(ok, table, 0.0).sum(axis=axis) / ok.sum(axis=axis)
+def _top1_values(curves: pd.DataFrame, key: tuple, sparsity: float) -> tuple[float, float]:
+    arch, method, task, dataset = key[0], key[1], key[2], key[3]
+    acc = curves[(curves["arch"] == arch) & (curves["method"] == method) & (curves["task"] == ACCURACY_TASK)
+                 & (curves["metric"] == TOP1) & (curves["variant"] == "")]
+    if acc.empty:
+        return np.nan, np.nan
+    datasets = sorted(acc["dataset"].unique())
+    acc = acc[acc["dataset"] == (dataset if dataset in datasets else datasets[0])]
+    control = acc.loc[acc["sparsity"] == 0, "value"]
+    at = acc.loc[acc["sparsity"] == sparsity, "value"] if np.isfinite(sparsity) else pd.Series(dtype=float)
+    return (float(control.iloc[0]) if len(control) else np.nan), (float(at.iloc[0]) if len(at) else np.nan)
 
 
-def _table(curves: pd.DataFrame, n_comparisons: int, confidence: float) -> pd.DataFrame:
-    pruned = curves[(curves["sparsity"] > 0) & ~curves["metric"].str.startswith(DIAGNOSTIC_PREFIX)]
-    if pruned.empty:
-        return pd.DataFrame(columns=TABLE_COLUMNS)
-    dense = curves[curves["sparsity"] == 0].set_index(GROUP)["value"]
-    best = (pruned.sort_values(GROUP + ["gain", "sparsity"], ascending=[True] * 6 + [False, True], na_position="last")
-            .drop_duplicates(GROUP).set_index(GROUP))
-    winners = pruned[pruned["significant"] & (pruned["gain"] > 0)]
-    sweet = winners.groupby(GROUP, sort=False)["sparsity"].agg(lambda s: ", ".join(f"{x:g}" for x in sorted(s)))
-    table = best.rename(columns={"sparsity": "best_sparsity", "value": "best_value"})
-    table["dense_value"] = dense.reindex(table.index)
-    table["benefit"] = table["ci_low"].gt(0)
-    table["benefit_holm"] = table["significant"] & table["gain"].gt(0)
-    table["sweet_range"] = sweet.reindex(table.index).astype(object).fillna("").astype(str)
-    table["n_comparisons"] = n_comparisons
-    table["confidence"] = confidence
-    table = table.reset_index()
-    _add_accuracy(table, curves)
-    _add_shape_or_texture(table, curves)
-    table["caveat"] = [_caveat(row) for row in table.itertuples(index=False)]
-    return table[TABLE_COLUMNS].sort_values(GROUP, kind="stable").reset_index(drop=True)
+def _point_of(frame: pd.DataFrame, metric: str) -> pd.Series:
+    rows = frame[frame["metric"] == metric]
+    if rows.empty:
+        return pd.Series(dtype=float)
+    return rows.groupby(["arch", "task", "dataset", "variant", "method", "sparsity"], observed=True)["value"].mean()
 
 
-def _add_accuracy(table: pd.DataFrame, curves: pd.DataFrame) -> None:
-    """top1 at the best sparsity and its drop from dense in points; the accuracy dataset is the
-    row's own dataset when it has top1 rows, else the first accuracy dataset (sorted)."""
-    task, variant, metric = ACCURACY
-    acc = curves[(curves["task"] == task) & (curves["variant"] == variant) & (curves["metric"] == metric)]
-    lookup = {(r.arch, r.method, r.dataset, float(r.sparsity)): r.value for r in acc.itertuples(index=False)}
-    datasets = {arch: sorted(rows["dataset"].unique()) for arch, rows in acc.groupby("arch")}
-    top1, top1_dense = [], []
-    for row in table.itertuples(index=False):
-        options = datasets.get(row.arch, [])
-        dataset = row.dataset if row.dataset in options else (options[0] if options else None)
-        top1.append(lookup.get((row.arch, row.method, dataset, float(row.best_sparsity)), np.nan))
-        top1_dense.append(lookup.get((row.arch, row.method, dataset, 0.0), np.nan))
-    table["top1"] = np.asarray(top1, dtype=float)
-    table["top1_dense"] = np.asarray(top1_dense, dtype=float)
-    table["top1_drop"] = (table["top1_dense"] - table["top1"]) * 100.0
-
-
-def _add_shape_or_texture(table: pd.DataFrame, curves: pd.DataFrame) -> None:
-    """Fraction of decisions that were shape or texture at all, for shape_bias rows: the
-    shape_or_texture metric when present, else shape_decision + texture_decision."""
-    keys = ["arch", "method", "task", "dataset", "variant", "sparsity"]
-    by_metric = {m: curves[curves["metric"] == m].set_index(keys)["value"]
-                 for m in ("shape_or_texture", "shape_decision", "texture_decision")}
-    fractions = []
-    for row in table.itertuples(index=False):
-        key = (row.arch, row.method, row.task, row.dataset, row.variant, row.best_sparsity)
-        if row.metric != "shape_bias":
-            fractions.append(np.nan)
-        elif key in by_metric["shape_or_texture"].index:
-            fractions.append(float(by_metric["shape_or_texture"].loc[key]))
-        elif key in by_metric["shape_decision"].index and key in by_metric["texture_decision"].index:
-            fractions.append(float(by_metric["shape_decision"].loc[key] + by_metric["texture_decision"].loc[key]))
-        else:
-            fractions.append(np.nan)
-    table["shape_or_texture"] = np.asarray(fractions, dtype=float)
-
-
-def _caveat(row) -> str:
+def _caveat(row: dict, curve: pd.DataFrame, settings: Settings) -> str:
     notes = []
-    if not math.isfinite(row.gain):
-        notes.append("no dense baseline to compare with")
-    elif row.n_items == 0 and row.n_seeds < 2:
-        notes.append("set-level metric with one seed: no interval")
-    elif row.n_items == 0 and row.n_seeds < MIN_SEEDS_FOR_SEED_INTERVAL:
-        notes.append(f"interval from only {row.n_seeds} seeds")
-    if row.shape_or_texture < MIN_SHAPE_OR_TEXTURE:
-        notes.append(f"only {row.shape_or_texture:.0%} of decisions were shape or texture")
-    if row.top1_drop > MAX_TOP1_DROP_POINTS:
-        notes.append(f"top-1 dropped by {row.top1_drop:.1f} points")
+    if not np.isfinite(curve["gain"].to_numpy(float)).any():
+        notes.append(f"no {row['control']} rows to compare with")
+    elif not np.isfinite(curve["ci_low"].to_numpy(float)).any():
+        notes.append("no interval: a set-level value without per-item ingredients")
+    elif 2 <= row["n_seeds"] < MIN_SEEDS_FOR_SEED_INTERVAL:
+        notes.append(f"seed spread from only {row['n_seeds']} seeds")
+    if curve["non_inferior"].isna().all():
+        notes.append("no top-1 to check that the model still works")
+    elif math.isnan(row["best_sparsity"]):
+        notes.append(f"top-1 not shown within {settings.top1_margin:g} points of the control at any sparsity")
+    if row["collapsed_at"]:
+        notes.append(f"collapsed layers at sparsity {row['collapsed_at']}")
+    lost = curve[curve["significant"] & ~curve["sweet_spot"] & (curve["role"] == "headline")]
+    if len(lost):
+        notes.append(f"significant gain but top-1 lost or layers collapsed at {', '.join(f'{s:g}' for s in lost['sparsity'])}")
+    if row["shape_or_texture"] < MIN_SHAPE_OR_TEXTURE:
+        notes.append(f"only {row['shape_or_texture']:.0%} of decisions were shape or texture")
     return "; ".join(notes)
-
-
-_METRIC_NAMES = {
-    "top1": "top-1 accuracy", "top5": "top-5 accuracy", "rma": "relevance mass accuracy",
-    "rra": "relevance rank accuracy", "pointing_game": "pointing-game accuracy", "deletion_auc": "deletion AUC",
-    "insertion_auc": "insertion AUC", "corloc": "CorLoc", "iou": "box IoU", "mask_iou": "mask IoU",
-    "correct": "decision accuracy", "accuracy": "decision accuracy", "shape_bias": "shape bias",
-    "shape_decision": "fraction of shape decisions", "texture_decision": "fraction of texture decisions",
-    "accuracy_difference": "accuracy difference to humans", "observed_consistency": "observed consistency with humans",
-    "error_consistency": "error consistency with humans", "shape_or_texture": "fraction of shape-or-texture decisions",
-}
-_VARIANT_NAMES = {
-    "saliency": "saliency", "ig": "Integrated Gradients", "ig_smoothgrad": "IG+SmoothGrad", "gradcam": "Grad-CAM",
-    "guided_gradcam": "Guided Grad-CAM", "attention": "attention", "lost": "LOST",
-}
-
-
-def _name(row) -> str:
-    metric = _METRIC_NAMES.get(row.metric, row.metric)
-    variant = _VARIANT_NAMES.get(row.variant, row.variant)
-    return f"{variant + ' ' if variant else ''}{metric} on {row.dataset} ({row.method})"
-
-
-def _sentence(row, n_comparisons: int) -> str:
-    metric = _METRIC_NAMES.get(row.metric, row.metric)
-    variant = _VARIANT_NAMES.get(row.variant, row.variant)
-    direction = 1.0 if row.higher_is_better else -1.0
-    change, low, high = direction * row.gain, *sorted((direction * row.ci_low, direction * row.ci_high))
-    verb = "raises" if change >= 0 else "lowers"
-    better = "" if row.higher_is_better else " (lower is better)"
-    text = (f"{row.method} pruning at {100 * row.best_sparsity:.3g}% sparsity {verb} {variant + ' ' if variant else ''}"
-            f"{metric}{better} on {row.dataset} from {row.dense_value:.3g} to {row.best_value:.3g} "
-            f"({change:+.3g}, {row.confidence:.0%} CI {low:.3g} to {high:.3g}; significant after Holm correction over "
-            f"{n_comparisons} comparisons)")
-    if math.isfinite(row.top1_drop) and row.task != "accuracy":
-        drop = round(row.top1_drop, 1)
-        text += (", with top-1 unchanged" if drop == 0 else
-                 f", with top-1 {'down' if drop > 0 else 'up'} {abs(drop):.1f} points")
-    if row.sweet_range and row.sweet_range != f"{row.best_sparsity:g}":
-        text += f"; significant gains at sparsities {row.sweet_range}"
-    text += "."
-    if row.caveat:
-        text += f" Caveat: {row.caveat}."
-    return text

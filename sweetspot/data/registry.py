@@ -26,7 +26,10 @@ EVAL_DATASETS = (
     "voc12-seg-val",
     "coco20k",
     "imagenet-val",
+    "synthetic-distortions",
 ) + tuple(f"mvh-{name}" for name in modelvshuman.DATASETS)
+# Datasets made from another dataset's images: the alignment task distorts the clean images itself.
+DERIVED = {"synthetic-distortions": "synthetic-val"}
 _HINTS = {
     "geirhos16": "the geirhos16 folder holding stimuli/ and categories.json",
     "voc07": "VOCdevkit/VOC2007",
@@ -82,6 +85,7 @@ def load_eval(name: str, config: Mapping[str, Any], size: int, classes: Sequence
     `classes` is the model's label space; datasets with labels check that theirs agrees
     (default: the dataset's own). COCO20k has no labels (-1) and ignores it.
     """
+    name = DERIVED.get(name, name)
     loaders: dict[str, Callable[[], list[Sample]]] = {
         "synthetic-val": lambda: voc.load_segmentation(
             synthetic_root(config) / "voc", "val", size, _synthetic_classes(synthetic_root(config), classes)),

@@ -1,334 +1,228 @@
-"""The workflow's model jobs as functions: train, prune, evaluate (report_jobs.py has the rest).
+"""Jobs that write a checkpoint: the dense model, its matched controls and the pruned models.
 
-Every job seeds everything from its seed, pins its thread count, loads its checkpoint once
-and writes its outputs atomically; its script wraps it in `joblog.job_logging`.
+Each job takes exactly its rule's params (plus `threads` and `reuse_freed_memory`, which change
+how it runs, not what it computes), seeds everything from its seed and writes its checkpoint
+atomically: safetensors weights with the zeros applied and a JSON sidecar saying what they are.
+
+The matched control of a pruned model (docs/methods.md, "Matched controls") is the dense model
+trained exactly like it, minus the mask:
+- fine-tune recovery (magnitude, random, IMP): the dense model fine-tuned with the recovery recipe
+  (IMP level k had k such rounds; its control one);
+- BatchNorm recovery: the dense model with the same re-estimation;
+- SNIP: the same initialisation trained with SNIP's schedule.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import time
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from .. import study as cfgmod
-from .. import artifacts as io, contract, models, pruning, training, weights
-from ..runtime import device as devmod
+from .. import artifacts, contract, models, pruning, training, weights
 from ..data import registry
-from ..data.samples import Sample
-from ..runtime.joblog import job_logging
+from ..runtime import device as devmod
+
 
 log = logging.getLogger("sweetspot")
 
 
-def _num_classes(config: Mapping, arch_cfg: Mapping) -> int:
-    if arch_cfg.get("weights", "scratch") != "scratch":
-        return int(arch_cfg.get("num_classes", 1000))
-    if config["benchmark"] == "synthetic":
-        manifest = io.read_json(Path(config["data_dir"]) / "synthetic" / "classes.json")
-        return len(manifest["classes"])
-    return int(arch_cfg.get("num_classes", 1000))
-
-
-def _train_split(config: Mapping):
-    return registry.train_split(config, cfgmod.image_size(config))
-
-
-def _sidecar(config: Mapping, arch: str, method: str, sparsity: float, seed: int, model: torch.nn.Module,
-             parent: str | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    arch_cfg = config["architectures"][arch]
-    exclude = config["pruning"].get("exclude", [])
-    return {
-        "arch": arch,
-        "timm": arch_cfg["timm"],
-        "method": method,
-        "sparsity": float(sparsity),
-        "sparsity_actual": pruning.measured_sparsity(model, exclude),
-        "exclude": list(exclude),
-        "seed": int(seed),
-        "parent": parent,
-        "num_classes": _num_classes(config, arch_cfg),
-        "config_hash": contract.config_hash({"arch": arch_cfg, "dense": config.get("dense"),
-                                             "pruning": config.get("pruning"), "synthetic": config.get("synthetic")}),
-        "versions": contract.package_versions(),
-        **(extra or {}),
-    }
-
-
-def _train_kwargs(config: Mapping, arch: str, device: torch.device, seed: int) -> dict[str, Any]:
-    plan = cfgmod.schedule(config, arch)
-    return dict(batch_size=plan["batch_size"], weight_decay=plan["weight_decay"],
-                label_smoothing=plan["label_smoothing"], augment=plan.get("augment", True),
-                seed=seed, device=device, amp=config.get("amp", True))
-
-
-def dense_job(config: Mapping, arch: str, seed: int, out: str | Path, threads: int = 1) -> None:
-    """Train the dense model from scratch with `seed`, or load its pretrained weights."""
-    devmod.setup(threads, seed, config.get("reuse_freed_memory", True))
-    device = devmod.resolve(config.get("device", "auto"))
-    arch_cfg = config["architectures"][arch]
+def train_dense(*, out: str, arch: str, arch_cfg: Mapping, seed: int, data: Mapping, schedule: Mapping,
+                device: str, amp: bool, threads: int = 1, reuse_freed_memory: bool = True) -> None:
+    """Train the dense model from the seed's initialisation, or load its pretrained weights."""
+    dev = _setup(threads, seed, reuse_freed_memory, device)
     started = time.time()
     extra: dict[str, Any] = {"weights": arch_cfg.get("weights", "scratch")}
     if arch_cfg.get("weights", "scratch") == "scratch":
-        images, labels, _, classes = _train_split(config)
-        model = models.create(arch_cfg, len(classes)).to(device)
-        preprocess = models.preprocess_for(model, arch_cfg, cfgmod.image_size(config))
+        images, labels, _, classes = registry.train_split(data, data["image_size"])
+        model = models.initial_model(arch_cfg, len(classes), seed).to(dev)
         log.info("training %s (%s) from scratch: %d images, %d classes, seed %d, device %s",
-                 arch, arch_cfg["timm"], len(images), len(classes), seed, device)
-        plan = cfgmod.schedule(config, arch)
-        history = training.train(model, images, labels, preprocess=preprocess, epochs=plan["epochs"],
-                                 lr=plan["lr"], **_train_kwargs(config, arch, device, seed))
-        extra.update(classes=list(classes), train_history=history)
+                 arch, arch_cfg["timm"], len(images), len(classes), seed, dev)
+        extra.update(classes=list(classes), train_history=_train(model, images, labels, schedule, schedule["epochs"],
+                                                                 schedule["lr"], arch_cfg, data, seed, dev, amp))
     else:
-        model = weights.pretrained(arch_cfg, _num_classes(config, arch_cfg))
+        model = weights.pretrained(arch_cfg, _num_classes(data, arch_cfg))
         log.info("loaded pretrained %s from %s", arch_cfg["timm"], arch_cfg["weights"])
-    if config["pruning"].get("recovery", {}).get("mode") == "bn":
-        # Every pruned model gets its BatchNorm statistics re-estimated on the calibration
-        # images; the dense reference gets the same, so a difference measures pruning alone.
-        _bn_reestimate(config, arch, model, device)
-        extra["recovery"] = "bn"
-    extra["seconds"] = round(time.time() - started, 2)
-    models.save_checkpoint(out, model.cpu(), _sidecar(config, arch, "dense", 0.0, seed, model, None, extra))
+    _save(out, model, arch=arch, arch_cfg=arch_cfg, method="dense", sparsity=0.0, seed=seed, data=data,
+          parent=None, started=started, extra=extra)
 
 
-def _snip_batches(config: Mapping, arch: str, images: np.ndarray, labels: np.ndarray, preprocess, device, seed: int):
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(images))
-    bs = cfgmod.schedule(config, arch)["batch_size"]
-    for b in range(config["pruning"].get("snip", {}).get("batches", 1)):
-        idx = order[b * bs:(b + 1) * bs]
-        if len(idx) == 0:
-            break
-        yield preprocess(images[idx], device), torch.as_tensor(labels[idx], device=device)
-
-
-def prune_job(config: Mapping, arch: str, method: str, sparsity: str, seed: int, start: str | Path | None,
-              out: str | Path, threads: int = 1) -> None:
-    """Prune to `sparsity` and recover; `start` is the dense (or, for IMP, the previous) checkpoint."""
-    devmod.setup(threads, seed, config.get("reuse_freed_memory", True))
-    device = devmod.resolve(config.get("device", "auto"))
-    arch_cfg = config["architectures"][arch]
-    target = float(sparsity)
-    exclude = config["pruning"].get("exclude", [])
-    recovery = config["pruning"].get("recovery", {})
-    size = cfgmod.image_size(config)
+def train_control(*, out: str, recipe: str, arch: str, arch_cfg: Mapping, seed: int, data: Mapping,
+                  recovery: Mapping, snip: Mapping, schedule: Mapping, device: str, amp: bool, dense: str | None = None,
+                  threads: int = 1, reuse_freed_memory: bool = True) -> None:
+    """The dense model trained with `recipe` ("finetune", "bn" or "snip"), minus any mask."""
+    dev = _setup(threads, seed, reuse_freed_memory, device)
     started = time.time()
-    num_classes = _num_classes(config, arch_cfg)
+    if recipe == "snip":
+        model = _snip_initialisation(arch_cfg, data, seed, arch).to(dev)
+        images, labels, _, _ = registry.train_split(data, data["image_size"])
+        history = _train(model, images, labels, schedule, snip_epochs(snip, schedule), schedule["lr"], arch_cfg,
+                         data, seed, dev, amp)
+        extra: dict[str, Any] = {"recovery": "snip schedule", "train_history": history}
+        parent = None
+    else:
+        model, _ = models.load_checkpoint(dense, arch_cfg, expect={"arch": arch, "method": "dense", "seed": seed})
+        model.to(dev)
+        extra = _recover(model, {**recovery, "mode": recipe}, schedule, arch_cfg, data, seed, dev, amp)
+        parent = str(dense)
+    _save(out, model, arch=arch, arch_cfg=arch_cfg, method=f"control-{recipe}", sparsity=0.0, seed=seed, data=data,
+          parent=parent, started=started, extra=extra)
+
+
+def prune_and_recover(*, out: str, method: str, sparsity: str, arch: str, arch_cfg: Mapping, seed: int,
+                      data: Mapping, exclude: list, recovery: Mapping, snip: Mapping, schedule: Mapping, device: str,
+                      amp: bool, start: str | None = None, threads: int = 1, reuse_freed_memory: bool = True) -> None:
+    """Prune to `sparsity` and recover; `start` is the dense (or, for IMP, the previous level's) checkpoint.
+
+    SNIP prunes the seed's initialisation (with zero-initialised norm scales reset, so that every
+    weight has a gradient) and then trains with its schedule, like its control.
+    """
+    dev = _setup(threads, seed, reuse_freed_memory, device)
+    target = float(sparsity)
+    started = time.time()
     if method == "snip":
-        # SNIP prunes at initialisation: the same initial weights as the dense model of this seed.
-        images, labels, _, _ = _train_split(config)
-        model = models.create(arch_cfg, num_classes).to(device)
-        preprocess = models.preprocess_for(model, arch_cfg, size)
-        batches = list(_snip_batches(config, arch, images, labels, preprocess, device, seed))
+        model = _snip_initialisation(arch_cfg, data, seed, arch).to(dev)
+        images, labels, _, _ = registry.train_split(data, data["image_size"])
+        preprocess = models.preprocess_for(model, arch_cfg, data["image_size"])
+        batches = list(_snip_batches(images, labels, snip, schedule, preprocess, dev, seed))
         pruning.prune(model, "snip", target, exclude=exclude, batches=batches,
-                      loss_fn=torch.nn.functional.cross_entropy)
-        plan = cfgmod.schedule(config, arch)
-        fraction = config["pruning"].get("snip", {}).get("epochs_fraction", 1.0)
-        epochs = max(1, round(fraction * plan["epochs"]))
+                      loss_fn=torch.nn.functional.cross_entropy, seed=seed, name=f"{arch} ({arch_cfg['timm']})")
+        epochs = snip_epochs(snip, schedule)
         log.info("SNIP at initialisation to %.4f, then %d epochs of training", target, epochs)
-        training.train(model, images, labels, preprocess=preprocess, epochs=epochs, lr=plan["lr"],
-                       **_train_kwargs(config, arch, device, seed))
+        extra: dict[str, Any] = {"recovery": "snip schedule",
+                                 "train_history": _train(model, images, labels, schedule, epochs, schedule["lr"],
+                                                         arch_cfg, data, seed, dev, amp)}
         parent = None
     else:
         model, _ = models.load_checkpoint(start, arch_cfg, expect={"arch": arch, "seed": seed})
-        model.to(device)
-        preprocess = models.preprocess_for(model, arch_cfg, size)
+        model.to(dev)
         pruning.prune(model, method, target, exclude=exclude, seed=seed)
-        mode = recovery.get("mode", "finetune")
-        log.info("%s pruning of %s to %.4f from %s; recovery %s", method, arch, target, start, mode)
-        if mode == "finetune" and recovery.get("epochs", 0) > 0:
-            images, labels, _, _ = _train_split(config)
-            # IMP with learning-rate rewinding: every level restarts the schedule (train() does).
-            training.train(model, images, labels, preprocess=preprocess, epochs=recovery["epochs"],
-                           lr=recovery["lr"], **_train_kwargs(config, arch, device, seed))
-        elif mode == "bn":
-            _bn_reestimate(config, arch, model, device)
+        log.info("%s pruning of %s to %.4f from %s; recovery %s", method, arch, target, start, recovery["mode"])
+        extra = _recover(model, recovery, schedule, arch_cfg, data, seed, dev, amp)
         parent = str(start)
     pruning.finalize(model)
-    sidecar = _sidecar(config, arch, method, target, seed, model, parent,
-                       {"recovery": recovery.get("mode", "finetune"), "seconds": round(time.time() - started, 2)})
-    if abs(sidecar["sparsity_actual"] - target) > 0.005:
-        raise RuntimeError(f"measured sparsity {sidecar['sparsity_actual']:.4f} is more than 0.5 points from {target}")
-    models.save_checkpoint(out, model.cpu(), sidecar)
+    measured = pruning.measured_sparsity(model, exclude)
+    if abs(measured - target) > 0.005:
+        raise RuntimeError(f"measured sparsity {measured:.4f} is more than 0.5 points from {target}")
+    _save(out, model, arch=arch, arch_cfg=arch_cfg, method=method, sparsity=target, seed=seed, data=data,
+          parent=parent, started=started, extra=extra, exclude=exclude)
 
 
-def _bn_reestimate(config: Mapping, arch: str, model: torch.nn.Module, device: torch.device) -> None:
-    size = cfgmod.image_size(config)
-    training.bn_reestimate(model, _calibration_images(config, size),
-                           preprocess=models.preprocess_for(model, config["architectures"][arch], size),
-                           batch_size=cfgmod.schedule(config, arch)["batch_size"], device=device)
+def snip_epochs(snip: Mapping, schedule: Mapping) -> int:
+    """Epochs of SNIP's training (and of its control's): a fraction of the dense schedule."""
+    return max(1, round(float(snip.get("epochs_fraction", 1.0)) * int(schedule["epochs"])))
 
 
-def _calibration_images(config: Mapping, size: int) -> np.ndarray:
-    """Images for BatchNorm re-estimation: the train split, or a configured dataset."""
-    recovery = config["pruning"].get("recovery", {})
-    name = recovery.get("calibration_dataset")
-    n = recovery.get("calibration_images", 512)
-    if name is None:
-        images, _, _, _ = _train_split(config)
-        return images[:n]
-    samples = subset(registry.load_eval(name, config, size), n)
-    return np.stack([s.image for s in samples])
+def crossfit_fold(item: str) -> int:
+    """The cross-fitting half (0 or 1) of an item: a hash, so the halves mix classes and conditions."""
+    return hashlib.sha1(item.encode()).digest()[0] % 2
 
 
-def subset(samples: list[Sample], n: int | None) -> list[Sample]:
-    """A deterministic, class-mixed subset: order by a hash of the item name, take n."""
-    ordered = sorted(samples, key=lambda s: hashlib.sha1(s.item.encode()).hexdigest())
-    return ordered if n is None else ordered[:n]
+# --- internals ---------------------------------------------------------------------------------
 
 
-# Alignment datasets that are made here from another dataset's images.
-DERIVED_DATASETS = {"synthetic-distortions": "synthetic-val"}
+def _setup(threads: int, seed: int, reuse_freed_memory: bool, device: str) -> torch.device:
+    devmod.setup(threads, seed, reuse_freed_memory)
+    return devmod.resolve(device)
 
 
-class _EvalContext:
-    """What every task of one evaluate job shares: the model, data and label mapping."""
-
-    def __init__(self, config: Mapping, arch: str, seed: int, model: torch.nn.Module, device: torch.device):
-        self.config, self.arch, self.seed, self.model, self.device = config, arch, seed, model, device
-        self.arch_cfg = config["architectures"][arch]
-        self.size = cfgmod.image_size(config)
-        self.preprocess = models.preprocess_for(model, self.arch_cfg, self.size)
-        self._samples: dict[str, list[Sample]] = {}
-
-    def samples(self, name: str) -> list[Sample]:
-        source = DERIVED_DATASETS.get(name, name)
-        if source not in self._samples:
-            self._samples[source] = registry.load_eval(source, self.config, self.size)
-        return self._samples[source]
-
-    def class_groups(self, dataset: str) -> list[list[int]] | None:
-        """ImageNet classifiers decide among the 16 categories by mean probability."""
-        if dataset not in cfgmod.HUMAN_EXPERIMENTS or self.model.num_classes == 16:
-            return None
-        from ..data import geirhos
-
-        root = registry.dataset_path(self.config, "geirhos16")
-        groups = geirhos.load_categories(root)
-        return [groups[name] for name in geirhos.CATEGORIES]
-
-    def trials(self, dataset: str):
-        if dataset not in cfgmod.HUMAN_EXPERIMENTS:
-            return None
-        from ..data import human_trials
-
-        return human_trials.load_trials(registry.dataset_path(self.config, "geirhos16"), cfgmod.HUMAN_EXPERIMENTS[dataset])
+def _num_classes(data: Mapping, arch_cfg: Mapping) -> int:
+    if arch_cfg.get("weights", "scratch") == "scratch" and data["benchmark"] == "synthetic":
+        return len(artifacts.read_json(registry.synthetic_root(data) / "classes.json")["classes"])
+    return int(arch_cfg.get("num_classes", 1000))
 
 
-def _skip_rows(dataset: str, variant: str, items: list[str]):
-    return [{"dataset": dataset, "variant": variant, "metric": "flag_skipped", "item": item, "value": 1.0}
-            for item in items]
+def _snip_initialisation(arch_cfg: Mapping, data: Mapping, seed: int, arch: str) -> torch.nn.Module:
+    model = models.initial_model(arch_cfg, _num_classes(data, arch_cfg), seed)
+    reset = models.reset_zero_init_norms(model)
+    if reset:
+        log.info("%s: %d zero-initialised norm scales set to 1 so that every weight has a SNIP gradient (%s ...)",
+                 arch, len(reset), ", ".join(reset[:3]))
+    return model
 
 
-def _run_task(task: str, ctx: _EvalContext, dataset: str, method: str) -> tuple:
-    """One task on one dataset -> (frame, gallery maps or None)."""
-    import pandas as pd
-
-    cfg = dict(ctx.config["tasks"][task])
-    cfg.setdefault("amp", ctx.config.get("amp", True))
-    cfg.setdefault("seed", ctx.seed)
-    samples = subset(ctx.samples(dataset), cfg.get("n_images"))
-    kw = dict(preprocess=ctx.preprocess, device=ctx.device)
-    gallery = None
-    if task == "accuracy":
-        from ..tasks import accuracy
-
-        frame = accuracy.evaluate(ctx.model, samples, dataset, cfg, class_groups=ctx.class_groups(dataset),
-                                  amp=cfg["amp"], **kw)
-    elif task == "interpretability":
-        from ..tasks import interpretability
-
-        groups = ctx.class_groups(dataset)
-        frame, skipped = interpretability.evaluate(ctx.model, samples, dataset, cfg, class_groups=groups, **kw)
-        frame = pd.concat([frame, contract.task_frame(_skip_rows(dataset, "", skipped))], ignore_index=True)
-        if cfg.get("gallery_images", 0) > 0:
-            with_mask = [s for s in samples if s.mask is not None and s.mask.any()][: cfg["gallery_images"]]
-            gallery = interpretability.gallery_maps(ctx.model, with_mask, cfg, class_groups=groups, **kw)
-            gallery["images"] = np.stack([s.image for s in with_mask])
-    elif task == "discovery":
-        from ..tasks import discovery
-
-        baseline = None
-        cfg["baselines"] = cfg.get("baselines", True) and method == "dense"  # baselines do not depend on pruning
-        if cfg["baselines"]:
-            torch.manual_seed(ctx.seed)
-            baseline = _discovery_model(ctx, models.create(ctx.arch_cfg, ctx.model.num_classes)).eval()
-        frame, skipped = discovery.evaluate(_discovery_model(ctx, ctx.model), samples, dataset, cfg,
-                                            baseline_model=baseline, **kw)
-        frame = pd.concat([frame, contract.task_frame(_skip_rows(dataset, "lost", skipped))], ignore_index=True)
-    elif task == "alignment":
-        from ..tasks import alignment
-
-        frame = alignment.evaluate(ctx.model, samples, dataset, cfg, class_groups=ctx.class_groups(dataset),
-                                   trials=ctx.trials(dataset), distortion_seed=ctx.seed, **kw)
-    else:
-        raise ValueError(f"unknown task {task!r}")
-    return frame, gallery
+def _train(model: torch.nn.Module, images, labels, schedule: Mapping, epochs: int, lr: float, arch_cfg: Mapping,
+           data: Mapping, seed: int, dev: torch.device, amp: bool) -> dict:
+    preprocess = models.preprocess_for(model, arch_cfg, data["image_size"])
+    return training.train(model, images, labels, preprocess=preprocess, epochs=int(epochs), lr=float(lr),
+                          batch_size=schedule["batch_size"], weight_decay=schedule.get("weight_decay", 0.0),
+                          label_smoothing=schedule.get("label_smoothing", 0.0), augment=schedule.get("augment", True),
+                          seed=seed, device=dev, amp=amp)
 
 
-def _discovery_model(ctx: _EvalContext, model: torch.nn.Module) -> torch.nn.Module:
-    """The model with a dilated last stage when tasks.discovery.output_stride asks for one."""
-    stride = ctx.config["tasks"]["discovery"].get("output_stride")
-    if stride is None or models.family(model) != "cnn":
-        return model.to(ctx.device)
-    arch_cfg = {**ctx.arch_cfg, "kwargs": {**(ctx.arch_cfg.get("kwargs") or {}), "output_stride": stride}}
-    dilated = models.create(arch_cfg, model.num_classes)
-    dilated.load_state_dict(model.state_dict())  # dilation changes no parameter shapes
-    return dilated.eval().to(ctx.device)
+def _snip_batches(images, labels, snip: Mapping, schedule: Mapping, preprocess, dev: torch.device, seed: int):
+    order = np.random.default_rng(seed).permutation(len(images))
+    size = schedule["batch_size"]
+    for b in range(int(snip.get("batches", 1))):
+        index = order[b * size:(b + 1) * size]
+        if len(index) == 0:
+            break
+        yield preprocess(images[index], dev), torch.as_tensor(labels[index], device=dev)
 
 
-def evaluate_job(config: Mapping, arch: str, method: str, sparsity: str, seed: int, checkpoint: str | Path,
-                 outputs: Mapping[str, str], threads: int = 1) -> None:
-    """Evaluate one checkpoint on every configured task; one Parquet file per task."""
-    import pandas as pd
-    from safetensors.numpy import save_file
-
-    devmod.setup(threads, seed, config.get("reuse_freed_memory", True))
-    device = devmod.resolve(config.get("device", "auto"))
-    arch_cfg = config["architectures"][arch]
-    model, sidecar = models.load_checkpoint(checkpoint, arch_cfg,
-                                            expect={"arch": arch, "method": method, "sparsity": float(sparsity),
-                                                    "seed": seed})
-    model.to(device)
-    ctx = _EvalContext(config, arch, seed, model, device)
-    identity = dict(benchmark=config["benchmark"], arch=arch, method=method, sparsity=float(sparsity),
-                    sparsity_actual=float(sidecar["sparsity_actual"]), seed=seed)
-    meta = contract.provenance(config)
-    for task in config["tasks"]:
-        started = time.time()
-        frames, gallery = [], None
-        for dataset in config["tasks"][task]["datasets"]:
-            frame, maps = _run_task(task, ctx, dataset, method)
-            frames.append(frame)
-            gallery = gallery if gallery is not None else maps
-        result = contract.with_identity(pd.concat(frames, ignore_index=True), task=task, **identity)
-        io.write_parquet(outputs[task], result, meta)
-        log.info("%s: %d rows in %.1f s", task, len(result), time.time() - started)
-        if task == "interpretability" and "gallery" in outputs:
-            arrays = {k: np.ascontiguousarray(v) for k, v in (gallery or {}).items()}
-            with io.atomic_path(outputs["gallery"]) as tmp:
-                save_file(arrays, str(tmp), metadata={"sparsity": str(float(sparsity))})
+def _recover(model: torch.nn.Module, recovery: Mapping, schedule: Mapping, arch_cfg: Mapping, data: Mapping,
+             seed: int, dev: torch.device, amp: bool) -> dict[str, Any]:
+    """Apply the recovery recipe to `model` in place; returns what the sidecar records of it."""
+    mode = recovery.get("mode", "finetune")
+    if mode == "finetune" and recovery.get("epochs", 0) > 0:
+        images, labels, _, _ = registry.train_split(data, data["image_size"])
+        # A fresh schedule per call: learning-rate rewinding when called at each IMP level.
+        history = _train(model, images, labels, schedule, recovery["epochs"], recovery["lr"], arch_cfg, data, seed,
+                         dev, amp)
+        return {"recovery": "finetune", "train_history": history}
+    if mode == "bn":
+        return {"recovery": "bn", **_calibrate(model, recovery, schedule, arch_cfg, data, dev)}
+    return {"recovery": "none"}
 
 
-def model_job(rule: str, config: Mapping, wildcards: Mapping[str, str], start: str | None, checkpoint: str,
-              outputs: Mapping[str, str], log_path: str | None, threads: int = 1) -> None:
-    """What the dense, prune and evaluate rules run, logged to the rule's log file.
+def _calibrate(model: torch.nn.Module, recovery: Mapping, schedule: Mapping, arch_cfg: Mapping, data: Mapping,
+               dev: torch.device) -> dict[str, Any]:
+    """Re-estimate BatchNorm statistics on images the study never evaluates with this model.
 
-    dense and prune write `checkpoint`; with fuse_evaluation their `outputs` also hold the task
-    files, and the same process evaluates the checkpoint it just wrote. evaluate reads it.
+    From the train split when there is one. From an evaluation dataset (recovery.calibration_dataset)
+    by cross-fitting: the model is calibrated on one half of its items and, separately, on the
+    other; the evaluation job scores each item with the half that did not see it. The second
+    half's statistics travel in the checkpoint (`crossfit.`-prefixed buffers).
     """
-    arch, seed = wildcards["arch"], int(wildcards["seed"])
-    method, sparsity = wildcards.get("method", "dense"), wildcards.get("sparsity", "0")
-    with job_logging(log_path):
-        if rule == "dense":
-            dense_job(config, arch, seed, checkpoint, threads)
-        elif rule == "prune":
-            prune_job(config, arch, method, sparsity, seed, start, checkpoint, threads)
-        elif rule != "evaluate":
-            raise ValueError(f"unknown model rule {rule!r}")
-        if outputs:
-            evaluate_job(config, arch, method, sparsity, seed, checkpoint, outputs, threads)
+    size, n = data["image_size"], int(recovery.get("calibration_images", 512))
+    preprocess = models.preprocess_for(model, arch_cfg, size)
+    batch_size = schedule.get("batch_size", 64)
+    name = recovery.get("calibration_dataset")
+    if name is None:
+        images, _, items, _ = registry.train_split(data, size)
+        training.bn_reestimate(model, images[:n], preprocess=preprocess, batch_size=batch_size, device=dev)
+        return {"calibration": {"dataset": "train", "folds": [list(items[:n])]}}
+    samples = sorted(registry.load_eval(name, data, size), key=lambda s: hashlib.sha1(s.item.encode()).hexdigest())
+    folds = [[s for s in samples if crossfit_fold(s.item) == k][:n] for k in (0, 1)]
+    other = copy.deepcopy(model)
+    training.bn_reestimate(other, np.stack([s.image for s in folds[1]]), preprocess=preprocess, batch_size=batch_size,
+                           device=dev)
+    training.bn_reestimate(model, np.stack([s.image for s in folds[0]]), preprocess=preprocess, batch_size=batch_size,
+                           device=dev)
+    return {"calibration": {"dataset": name, "folds": [[s.item for s in fold] for fold in folds]},
+            "crossfit_buffers": {f"crossfit.{k}": v.detach().cpu() for k, v in other.named_buffers()}}
+
+
+def _save(out: str, model: torch.nn.Module, *, arch: str, arch_cfg: Mapping, method: str, sparsity: float, seed: int,
+          data: Mapping, parent: str | None, started: float, extra: Mapping[str, Any], exclude: list = ()) -> None:
+    extra = dict(extra)
+    buffers = extra.pop("crossfit_buffers", {})
+    layers = pruning.layer_sparsity(model)
+    collapsed = pruning.collapsed_units(layers)
+    if collapsed:
+        log.warning("%s %s at %g: %d layers pruned to 100%%: %s", arch, method, sparsity, len(collapsed),
+                    ", ".join(collapsed[:5]))
+    sidecar = {
+        "arch": arch, "timm": arch_cfg["timm"], "method": method, "sparsity": float(sparsity),
+        "sparsity_actual": pruning.measured_sparsity(model, exclude), "exclude": list(exclude), "seed": int(seed),
+        "parent": parent, "num_classes": int(model.num_classes), "layer_sparsity": layers, "collapsed_layers": collapsed,
+        "config_hash": contract.config_hash({"arch": arch_cfg, "data": data, "extra": {k: v for k, v in extra.items()
+                                                                                         if k != "train_history"}}),
+        "versions": contract.package_versions(), "seconds": round(time.time() - started, 2), **extra,
+    }
+    models.save_checkpoint(out, model.cpu(), sidecar, extra_tensors=buffers)
+    log.info("wrote %s (%s, sparsity %.4f)", out, method, sidecar["sparsity_actual"])

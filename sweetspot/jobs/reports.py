@@ -1,7 +1,6 @@
-"""The workflow's jobs that never touch a model: data generation, aggregation, figures.
+"""Jobs that never touch a model: data generation, human reference data, aggregation, figures.
 
-They import neither torch nor timm, so each starts in about a second instead of the
-several seconds a model job pays before its first line of work (benchmarks/workflow_overhead.py).
+They import neither torch nor timm, so each starts in about a second.
 """
 
 from __future__ import annotations
@@ -9,88 +8,74 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
-import numpy as np
-
-from .. import artifacts as io, contract
+from .. import artifacts, contract
 from ..data import registry
 
 log = logging.getLogger("sweetspot")
 
 
-def synthetic_job(config: Mapping, out: str | Path) -> None:
+def generate_synthetic(*, out: str, synthetic: Mapping) -> None:
     """Generate the synthetic benchmark into the folder of `out` (its MANIFEST.json)."""
-    from ..data import synthetic
+    from ..data import synthetic as generator
 
-    params = dict(config.get("synthetic", {}))
-    log.info("generating the synthetic benchmark: %s", params)
-    synthetic.generate(Path(out).parent, **params)
-
-
-def aggregate_job(config: Mapping, inputs: list[str], outputs: Mapping[str, str]) -> None:
-    """metrics.parquet, the sweet-spot tables and the plain-language summary."""
-    from ..analysis import table as sweetspots
-
-    started = time.time()
-    metrics = sweetspots.read_metrics(inputs)
-    io.write_parquet(outputs["metrics"], metrics, contract.provenance(config))
-    stats = config.get("stats", {})
-    curves, table = sweetspots.compute(metrics, n_boot=stats.get("n_boot", 1000),
-                                       confidence=stats.get("confidence", 0.95),
-                                       correction=stats.get("correction", "holm"), seed=stats.get("seed", 0))
-    io.write_parquet(outputs["curves"], curves)
-    summary = sweetspots.summary(table)
-    sweetspots.write_tables(table, summary, str(Path(outputs["table"]).with_suffix("")))
-    io.write_text(outputs["summary"], summary)
-    log.info("aggregated %d rows from %d files into %d sweet-spot rows in %.1f s",
-             len(metrics), len(inputs), len(table), time.time() - started)
+    log.info("generating the synthetic benchmark: %s", dict(synthetic))
+    generator.generate(Path(out).parent, **synthetic)
 
 
-def plots_job(curves_path: str | Path, outputs: list[str]) -> None:
-    """Curves per task and gain heatmaps per architecture, as PNG and SVG."""
-    import pandas as pd
-
-    from ..analysis import plots
-
-    curves = pd.read_parquet(curves_path)
-    stems = sorted({str(Path(p).with_suffix("")) for p in outputs})
-    for stem in stems:
-        kind, _, name = Path(stem).name.partition("-")
-        if kind == "curves":
-            plots.curves_figure(curves, name, stem)
-        else:
-            plots.gain_heatmap(curves, name, stem)
-
-
-def gallery_job(inputs: list[str], out: str | Path, title: str) -> None:
-    """One PNG: a few images' attribution maps for every method across sparsities."""
-    from safetensors import safe_open
-
-    from ..analysis import gallery
-
-    maps: dict[str, dict[float, np.ndarray]] = {}
-    images = None
-    for path in inputs:
-        with safe_open(path, framework="np") as fh:
-            sparsity = float((fh.metadata() or {})["sparsity"])
-            arrays = {key: fh.get_tensor(key) for key in fh.keys()}
-        images = arrays.pop("images", images)
-        for method, array in arrays.items():
-            maps.setdefault(method, {})[sparsity] = array
-    gallery.render(images, maps, title, out)
-
-
-def human_reference_job(config: Mapping, experiments: list[str], out: str | Path) -> None:
-    """Human-to-human values per experiment and condition, the reference line for the model's."""
+def collect_human_data(*, trials: str, reference: str, experiments: Mapping[str, str], data: Mapping) -> None:
+    """Every human trial on the study's alignment datasets (dataset -> experiment), and the
+    human-to-human reference values the model's are drawn against."""
     import pandas as pd
 
     from ..data import human_trials
     from ..metrics import human
 
-    root = registry.dataset_path(config, "geirhos16")
-    trials = pd.concat([human_trials.load_trials(root, e) for e in experiments], ignore_index=True)
-    reference = human.human_reference(trials)
-    with io.atomic_path(out) as tmp:
-        reference.to_csv(tmp, index=False)
-    log.info("human reference for %s: %d rows", ", ".join(experiments), len(reference))
+    root = registry.dataset_path(data, "geirhos16")
+    frames = {dataset: human_trials.load_trials(root, experiment) for dataset, experiment in sorted(experiments.items())}
+    rows = pd.concat([frame.assign(dataset=dataset) for dataset, frame in frames.items()], ignore_index=True)
+    artifacts.write_parquet(trials, rows[["dataset", "experiment", "subject", "condition", "item", "correct"]])
+    unique = pd.concat(frames.values(), ignore_index=True).drop_duplicates(["experiment", "subject", "item"])
+    with artifacts.atomic_path(reference) as tmp:
+        human.human_reference(unique).to_csv(tmp, index=False)
+    log.info("human trials of %s: %d rows", ", ".join(sorted(set(experiments.values()))), len(rows))
+
+
+def aggregate_study(*, evaluations: Sequence[str], metrics: str, curves: str, table: str, csv: str, markdown: str,
+                    summary: str, stats: Mapping, controls: Mapping[str, str], human_trials: str | None = None) -> None:
+    """metrics.parquet, the curves, the sweet-spot table and the plain-language summary."""
+    import pandas as pd
+
+    from ..analysis import summary as prose
+    from ..analysis import table as sweet
+
+    started = time.time()
+    frame = sweet.read_metrics(evaluations)
+    artifacts.write_parquet(metrics, frame, contract.provenance({"stats": dict(stats), "controls": dict(controls)}))
+    settings = sweet.Settings(controls=dict(controls), headline={k: list(v) for k, v in stats["headline"].items()},
+                              n_boot=int(stats.get("n_boot", 1000)), confidence=float(stats.get("confidence", 0.95)),
+                              seed=int(stats.get("seed", 0)), top1_margin=float(stats.get("top1_margin", 1.0)))
+    human = pd.read_parquet(human_trials) if human_trials else None
+    found_curves, found_table = sweet.compute(frame, settings, human)
+    artifacts.write_parquet(curves, found_curves)
+    text = prose.summary(found_table, found_curves, settings.top1_margin)
+    prose.write_tables(found_table, text, table=table, csv=csv, markdown=markdown)
+    artifacts.write_text(summary, text)
+    log.info("aggregated %d rows from %d files into %d sweet-spot rows in %.1f s",
+             len(frame), len(evaluations), len(found_table), time.time() - started)
+
+
+def draw_plots(*, curves: str, figures: Sequence[str]) -> None:
+    """Curves per task and gain heatmaps per architecture, as PNG and SVG."""
+    import pandas as pd
+
+    from ..analysis import plots
+
+    found = pd.read_parquet(curves)
+    for stem in sorted({str(Path(p).with_suffix("")) for p in figures}):
+        kind, _, name = Path(stem).name.partition("-")
+        if kind == "curves":
+            plots.curves_figure(found, name, stem)
+        else:
+            plots.gain_heatmap(found, name, stem)

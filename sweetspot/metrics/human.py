@@ -129,6 +129,9 @@ def _paired(correct_a: np.ndarray, correct_b: np.ndarray) -> tuple[np.ndarray, n
     return a, b
 
 
+SUBJECT_METRICS = ("accuracy_difference", "observed_consistency", "error_consistency")
+
+
 def compare_to_subjects(model_correct: pd.Series, trials: pd.DataFrame) -> dict[str, float] | None:
     """Model vs each human subject on the stimuli both saw, averaged over subjects.
 
@@ -136,17 +139,61 @@ def compare_to_subjects(model_correct: pd.Series, trials: pd.DataFrame) -> dict[
     condition). Returns accuracy_difference, observed_consistency and error_consistency, or
     None when no subject shares a stimulus with the model.
     """
-    values: dict[str, list[float]] = {"accuracy_difference": [], "observed_consistency": [], "error_consistency": []}
-    for _, subject_trials in trials.groupby("subject", sort=True):
-        shared = subject_trials[subject_trials["item"].isin(model_correct.index)]
-        if shared.empty:
-            continue
-        human = shared["correct"].to_numpy()
-        model = model_correct.loc[shared["item"]].to_numpy()
-        _append_pair(values, model, human)
-    if not values["error_consistency"]:
+    humans = trials.pivot_table(index="subject", columns="item", values="correct", aggfunc="mean")
+    humans = humans.reindex(columns=model_correct.index)
+    if not np.isfinite(humans.to_numpy(dtype=np.float64)).any():
         return None
-    return {metric: float(np.mean(v)) for metric, v in values.items()}
+    values = weighted_subject_comparisons(model_correct.to_numpy(dtype=np.float64)[:, None],
+                                          humans.to_numpy(dtype=np.float64), np.ones((1, len(model_correct))))
+    return {metric: float(v[0, 0]) for metric, v in values.items()}
+
+
+def weighted_subject_comparisons(correct: np.ndarray, humans: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """The subject metrics of several model conditions under item weights, averaged over subjects.
+
+    correct: (n_items, n_conditions) model correctness (1/0, NaN where not evaluated);
+    humans: (n_subjects, n_items) human correctness (NaN where a subject did not see the item);
+    weights: (rows, n_items) item weights (a row of ones gives the plain statistics; bootstrap
+    resampling counts give its replicates). Returns metric -> (rows, n_conditions); a subject
+    counts for a condition where it shares at least one (weighted) item with the model.
+    Per subject: accuracy difference (p_model - p_human)^2, observed consistency (both right or
+    both wrong), error consistency kappa = (c_obs - c_exp) / (1 - c_exp), 1 where c_exp = 1.
+    """
+    model_valid = ~np.isnan(correct)  # (n, C)
+    human_valid = ~np.isnan(humans)  # (S, n)
+    m = np.where(model_valid, correct, 0.0)
+    h = np.where(human_valid, humans, 0.0)
+    shared = human_valid.T[:, :, None] & model_valid[:, None, :]  # (n, S, C)
+    n_items, n_subjects, n_conditions = shared.shape
+
+    def weighted(values: np.ndarray) -> np.ndarray:
+        return (weights @ values.reshape(n_items, -1)).reshape(-1, n_subjects, n_conditions)
+
+    count = weighted(shared.astype(np.float64))
+    model_right = weighted(shared * m[:, None, :])
+    human_right = weighted(shared * h.T[:, :, None])
+    agree = weighted(shared * (m[:, None, :] == h.T[:, :, None]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p_model, p_human, c_obs = model_right / count, human_right / count, agree / count
+        c_exp = p_model * p_human + (1.0 - p_model) * (1.0 - p_human)
+        kappa = np.where(c_exp >= 1.0, 1.0, (c_obs - c_exp) / (1.0 - c_exp))
+    seen = count > 0
+    per_subject = {"accuracy_difference": (p_model - p_human) ** 2, "observed_consistency": c_obs,
+                   "error_consistency": kappa}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {metric: np.where(seen.any(axis=1), np.where(seen, v, 0.0).sum(axis=1) / seen.sum(axis=1), np.nan)
+                for metric, v in per_subject.items()}
+
+
+def weighted_shape_bias(shape: np.ndarray, texture: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Shape bias of several conditions under item weights: weighted shape decisions over
+    weighted shape-or-texture decisions. shape, texture: (n_items, n_conditions) 0/1 per
+    cue-conflict item (NaN elsewhere); returns (rows, n_conditions), NaN without such decisions."""
+    s = np.nan_to_num(shape, nan=0.0)
+    decided = s + np.nan_to_num(texture, nan=0.0)
+    numerator, denominator = weights @ s, weights @ decided
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), np.nan)
 
 
 def _append_pair(values: dict[str, list[float]], a: np.ndarray, b: np.ndarray) -> None:

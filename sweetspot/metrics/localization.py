@@ -8,7 +8,8 @@ Per-image scores, vectorised over a batch of maps (N, H, W) against object masks
   the mask;
 - pointing game (Zhang et al. 2016): is the arg-max pixel inside the mask;
 - deletion / insertion AUC (Petsiuk et al., RISE, BMVC 2018): the target-class probability
-  as pixels are removed from / inserted into the image, most relevant first.
+  as pixels are removed from / inserted into the image, most relevant first; also relative to
+  the probability on the intact image (`perturbation_scores`).
 
 Conventions (one rule throughout: a tie is broken uniformly at random and we score the
 *expected* value, so no pixel order decided by memory layout can move a score):
@@ -177,14 +178,9 @@ def perturbation_curves(model: torch.nn.Module, x: torch.Tensor, maps: Any, targ
     return probs.cpu().numpy().astype(np.float64)
 
 
-def _auc(model: torch.nn.Module, x: torch.Tensor, maps: Any, targets: torch.Tensor, mode: str,
-         steps: int, batch_size: int) -> np.ndarray:
-    curves = perturbation_curves(model, x, maps, targets, mode=mode, steps=steps, batch_size=batch_size)
-    n_pixels = x.shape[-2] * x.shape[-1]
+def _auc_of_curves(curves: np.ndarray, steps: int, n_pixels: int) -> np.ndarray:
     fractions = _changed_counts(steps, n_pixels) / n_pixels
-    auc = ((curves[:, 1:] + curves[:, :-1]) / 2 * np.diff(fractions)).sum(axis=1)  # trapezoid rule
-    relevance = _as_numpy(maps, np.float64).reshape(len(auc), -1)
-    return np.where(np.isfinite(relevance).all(axis=1), auc, np.nan)
+    return ((curves[:, 1:] + curves[:, :-1]) / 2 * np.diff(fractions)).sum(axis=1)  # trapezoid rule
 
 
 def _changed_counts(steps: int, n_pixels: int) -> np.ndarray:
@@ -192,13 +188,40 @@ def _changed_counts(steps: int, n_pixels: int) -> np.ndarray:
     return np.round(np.arange(steps + 1) * (n_pixels / steps))
 
 
+def perturbation_scores(model: torch.nn.Module, x: torch.Tensor, maps: Any, targets: torch.Tensor, *,
+                        steps: int, batch_size: int = 32) -> dict[str, np.ndarray]:
+    """Deletion and insertion AUC per image, raw and relative to the intact image.
+
+    deletion_auc / insertion_auc: areas under the target-class probability curves (lower /
+    higher: the map found what the model uses). The *_norm variants divide the curve by the
+    target's probability on the intact image (the deletion curve's first point), so a model that
+    has merely lost confidence does not score a lower deletion AUC for free. Non-finite maps
+    and an intact probability of 0 give NaN.
+    """
+    n_pixels = x.shape[-2] * x.shape[-1]
+    finite = np.isfinite(_as_numpy(maps, np.float64).reshape(x.shape[0], -1)).all(axis=1)
+    deletion = perturbation_curves(model, x, maps, targets, mode="deletion", steps=steps, batch_size=batch_size)
+    insertion = perturbation_curves(model, x, maps, targets, mode="insertion", steps=steps, batch_size=batch_size)
+    intact = deletion[:, 0]
+    scores = {"deletion_auc": _auc_of_curves(deletion, steps, n_pixels),
+              "insertion_auc": _auc_of_curves(insertion, steps, n_pixels)}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for name in ("deletion_auc", "insertion_auc"):
+            scores[f"{name}_norm"] = np.where(intact > 0, scores[name] / np.where(intact > 0, intact, 1.0), np.nan)
+    return {name: np.where(finite, values, np.nan) for name, values in scores.items()}
+
+
 def deletion_auc(model: torch.nn.Module, x: torch.Tensor, maps: Any, targets: torch.Tensor, *,
                  steps: int, batch_size: int = 32) -> np.ndarray:
     """Area under the deletion curve per image (lower: the map found what the model uses)."""
-    return _auc(model, x, maps, targets, "deletion", steps, batch_size)
+    curves = perturbation_curves(model, x, maps, targets, mode="deletion", steps=steps, batch_size=batch_size)
+    finite = np.isfinite(_as_numpy(maps, np.float64).reshape(x.shape[0], -1)).all(axis=1)
+    return np.where(finite, _auc_of_curves(curves, steps, x.shape[-2] * x.shape[-1]), np.nan)
 
 
 def insertion_auc(model: torch.nn.Module, x: torch.Tensor, maps: Any, targets: torch.Tensor, *,
                   steps: int, batch_size: int = 32) -> np.ndarray:
     """Area under the insertion curve per image (higher: the map found what the model uses)."""
-    return _auc(model, x, maps, targets, "insertion", steps, batch_size)
+    curves = perturbation_curves(model, x, maps, targets, mode="insertion", steps=steps, batch_size=batch_size)
+    finite = np.isfinite(_as_numpy(maps, np.float64).reshape(x.shape[0], -1)).all(axis=1)
+    return np.where(finite, _auc_of_curves(curves, steps, x.shape[-2] * x.shape[-1]), np.nan)

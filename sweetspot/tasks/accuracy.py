@@ -1,4 +1,4 @@
-"""Accuracy task: top-1 and top-5 correctness per image (DESIGN section 4)."""
+"""Accuracy task: top-1 and top-5 correctness per image."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from ..contract import task_frame
 from ..data.samples import Sample, stack_images
 from ..models import Preprocess
 from ..training import predict_logits
+from .context import EvalContext
+
+
+def run(ctx: EvalContext, dataset: str, samples: list[Sample], settings: dict) -> pd.DataFrame:
+    """The task's rows for one dataset (the interface every task implements, sweetspot.tasks)."""
+    return evaluate(ctx.model, samples, dataset, settings, preprocess=ctx.preprocess, device=ctx.device,
+                    class_groups=ctx.class_groups(dataset), amp=ctx.amp)
 
 
 def class_scores(logits: torch.Tensor, class_groups: list[list[int]] | None) -> torch.Tensor:

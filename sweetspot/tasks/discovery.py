@@ -22,7 +22,8 @@ from ..contract import task_frame
 from ..data.samples import Sample, stack_images
 from ..features import AUTO, patch_features
 from ..metrics.lost import corloc_hits, lost, mask_iou, upsample_grid_mask
-from ..models import family
+from ..models import create, family
+from .context import EvalContext
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,30 @@ def discover(model: torch.nn.Module, x: torch.Tensor, *, k_patches: int = 100,
         feats = F.layer_norm(feats, feats.shape[1:])
     boxes, _, masks = lost(feats, grid, tuple(x.shape[-2:]), k=k_patches)
     return boxes, masks, used
+
+
+def run(ctx: EvalContext, dataset: str, samples: list[Sample], settings: Mapping[str, Any]) -> pd.DataFrame:
+    """The task's rows for one dataset (the interface every task implements, sweetspot.tasks).
+
+    The baselines do not depend on pruning, so only the dense model's job scores them.
+    """
+    cfg = {**settings, "baselines": bool(settings.get("baselines", True)) and ctx.method == "dense"}
+    baseline = _dilated(ctx.untrained_model(), ctx.arch_cfg, settings) if cfg["baselines"] else None
+    frame, skipped = evaluate(_dilated(ctx.model, ctx.arch_cfg, settings), samples, dataset, cfg, preprocess=ctx.preprocess,
+                              device=ctx.device, baseline_model=baseline)
+    return pd.concat([frame, task_frame({"dataset": dataset, "variant": "lost", "metric": "flag_skipped", "item": item,
+                                         "value": 1.0} for item in skipped)], ignore_index=True)
+
+
+def _dilated(model: torch.nn.Module, arch_cfg: Mapping[str, Any], settings: Mapping[str, Any]) -> torch.nn.Module:
+    """The model with a dilated last stage when `output_stride` asks for a finer grid (CNNs)."""
+    stride = settings.get("output_stride")
+    if stride is None or family(model) != "cnn":
+        return model
+    arch_cfg = {**arch_cfg, "kwargs": {**(arch_cfg.get("kwargs") or {}), "output_stride": stride}}
+    dilated = create(arch_cfg, model.num_classes)
+    dilated.load_state_dict(model.state_dict())  # dilation changes no parameter shapes
+    return dilated.eval().to(next(model.parameters()).device)
 
 
 def center_box(image_size: tuple[int, int], fraction: float) -> np.ndarray:

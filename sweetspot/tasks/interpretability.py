@@ -1,11 +1,11 @@
 """The interpretability task: do attribution maps fall on the object, and are they faithful?
 
 Per image (item = sample id) and attribution method (variant): rma, rra, pointing_game
-against the sample's object mask, deletion_auc and insertion_auc, and the map flags
-flag_zero_map / flag_nonfinite_map (sweetspot.metrics.localization has the definitions and
-the conventions for ties and degenerate maps). Methods that do not apply to the model's
-family are left out with a log line; images without an object mask are not scored and
-their ids are returned beside the frame, so the caller can count them.
+against the sample's object mask, deletion and insertion AUC (raw and relative to the intact
+image's probability), and the map flags flag_zero_map / flag_nonfinite_map
+(sweetspot.metrics.localization has the definitions and the conventions for ties and
+degenerate maps). Methods that do not apply to the model's family are left out with a log
+line; images without an object mask are not scored but counted (flag_skipped rows).
 
 All methods of a batch explain the same targets, picked by the forward pass that the
 single-pass methods share (sweetspot.attributions.attribute_batch). Attributions run
@@ -24,7 +24,8 @@ import torch
 from ..attributions import applicable, attribute_batch, choose_targets
 from ..contract import task_frame
 from ..data.samples import Sample, stack_images
-from ..metrics.localization import deletion_auc, insertion_auc, localization_scores
+from .context import EvalContext
+from ..metrics.localization import localization_scores, perturbation_scores
 from ..models import Preprocess, family
 
 log = logging.getLogger(__name__)
@@ -87,12 +88,20 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: M
         targets, maps_by_method = _maps(model, x, batch, methods, cfg, class_groups)
         for method, maps in maps_by_method.items():
             scores = localization_scores(maps, masks, ignore)
-            scores["deletion_auc"] = deletion_auc(model, x, maps, targets, steps=steps, batch_size=batch_size)
-            scores["insertion_auc"] = insertion_auc(model, x, maps, targets, steps=steps, batch_size=batch_size)
+            scores.update(perturbation_scores(model, x, maps, targets, steps=steps, batch_size=batch_size))
             for metric, values in scores.items():
                 rows += [{"dataset": dataset, "variant": method, "metric": metric, "item": s.item, "value": float(v)}
                          for s, v in zip(batch, values)]
     return task_frame(rows), skipped
+
+
+def run(ctx: EvalContext, dataset: str, samples: list[Sample], settings: Mapping[str, Any]) -> pd.DataFrame:
+    """The task's rows for one dataset (the interface every task implements, sweetspot.tasks)."""
+    cfg = {"seed": ctx.seed, **settings}
+    frame, skipped = evaluate(ctx.model, samples, dataset, cfg, preprocess=ctx.preprocess, device=ctx.device,
+                              class_groups=ctx.class_groups(dataset))
+    return pd.concat([frame, task_frame({"dataset": dataset, "variant": "", "metric": "flag_skipped", "item": item,
+                                         "value": 1.0} for item in skipped)], ignore_index=True)
 
 
 def normalise_per_image(maps: torch.Tensor | np.ndarray) -> np.ndarray:

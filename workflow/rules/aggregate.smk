@@ -1,29 +1,34 @@
 # Merge every task's Parquet, compute sweet spots with intervals, draw the figures.
-# These are small, quick jobs: on a cluster they run on the submitting node (so does the
-# synthetic data generation, a few seconds that would otherwise cost a scheduler round trip).
+# Aggregation, plots and human data are small, quick jobs: on a cluster they run on the
+# submitting node (so does the synthetic data generation, a few seconds that would otherwise
+# cost a scheduler round trip).
 
-localrules: aggregate, plots, gallery, human_reference, synthetic_data
+localrules: aggregate, plots, human_data, synthetic_data
+
+# Alignment datasets with human trials: dataset -> human experiment.
+HUMAN_EXPERIMENTS = {d: study.HUMAN_EXPERIMENTS[d] for d in config["tasks"].get("alignment", {}).get("datasets", [])
+                     if d in study.HUMAN_EXPERIMENTS}
+FIGURE_STEMS = [f"{RESULTS}/plots/curves-{task}" for task in TASKS if task != "structure"] + [
+    f"{RESULTS}/plots/gains-{arch}" for arch in ARCHS]
 
 
 def plot_targets():
-    targets = []
-    for ext in ("png", "svg"):
-        targets += [f"{RESULTS}/plots/curves-{task}.{ext}" for task in TASKS]
-        targets += [f"{RESULTS}/plots/gains-{arch}.{ext}" for arch in ARCHS]
+    targets = [f"{stem}.{ext}" for stem in FIGURE_STEMS for ext in ("png", "svg")]
     if "interpretability" in TASKS and config["tasks"]["interpretability"].get("gallery_images", 4) > 0:
         targets += [f"{RESULTS}/plots/gallery/{arch}-{method}.png" for arch in ARCHS for method in METHODS]
     return targets
 
 
-# Alignment datasets with human trials get the human-to-human reference values beside the model's.
-HUMAN_EXPERIMENTS = sorted(
-    {study.HUMAN_EXPERIMENTS[d] for d in config["tasks"].get("alignment", {}).get("datasets", []) if d in study.HUMAN_EXPERIMENTS}
-)
+def aggregate_inputs(wildcards):
+    inputs = {"evaluations": all_metrics()}
+    if HUMAN_EXPERIMENTS:
+        inputs["human_trials"] = f"{RESULTS}/human/trials.parquet"
+    return inputs
 
 
 rule aggregate:
     input:
-        all_metrics(),
+        unpack(aggregate_inputs),
     output:
         metrics=f"{RESULTS}/metrics.parquet",
         curves=f"{RESULTS}/curves.parquet",
@@ -32,7 +37,9 @@ rule aggregate:
         markdown=f"{RESULTS}/sweet_spots.md",
         summary=f"{RESULTS}/summary.md",
     params:
+        job="sweetspot.jobs.reports:aggregate_study",
         stats=config["stats"],
+        controls=CONTROLS,
     log:
         f"{RESULTS}/logs/aggregate.log",
     benchmark:
@@ -44,54 +51,66 @@ rule aggregate:
     conda:
         "../../envs/sweetspot.yaml"
     script:
-        "../scripts/aggregate.py"
+        "../scripts/report_job.py"
 
 
 rule plots:
     input:
         curves=f"{RESULTS}/curves.parquet",
     output:
-        curves=[
-            report(f"{RESULTS}/plots/curves-{task}.{ext}", caption="../report/curves.rst", category="Curves",
-                   subcategory=task)
-            for task in TASKS for ext in ("png", "svg")
+        figures=[
+            report(f"{stem}.{ext}", caption=f"../report/{Path(stem).name.split('-')[0]}.rst",
+                   category="Curves" if Path(stem).name.startswith("curves") else "Gains")
+            for stem in FIGURE_STEMS for ext in ("png", "svg")
         ],
-        gains=[
-            report(f"{RESULTS}/plots/gains-{arch}.{ext}", caption="../report/gains.rst", category="Gains",
-                   subcategory=arch)
-            for arch in ARCHS for ext in ("png", "svg")
-        ],
+    params:
+        job="sweetspot.jobs.reports:draw_plots",
     log:
         f"{RESULTS}/logs/plots.log",
     conda:
         "../../envs/sweetspot.yaml"
     script:
-        "../scripts/plots.py"
+        "../scripts/report_job.py"
 
 
 rule gallery:
     input:
-        lambda wc: [f"{RESULTS}/gallery/{wc.arch}/dense/0/seed{SEEDS[0]}.safetensors"]
-        + [f"{RESULTS}/gallery/{wc.arch}/{wc.method}/{s}/seed{SEEDS[0]}.safetensors" for s in SPARSITIES],
+        checkpoints=lambda wc: [checkpoint_path(wc.arch, catalog.DENSE, "0", SEEDS[0])]
+        + ([checkpoint_path(wc.arch, CONTROLS[wc.method], "0", SEEDS[0])] if catalog.is_control(CONTROLS[wc.method]) else [])
+        + [checkpoint_path(wc.arch, wc.method, s, SEEDS[0]) for s in SPARSITIES],
     output:
-        report(f"{RESULTS}/plots/gallery/{{arch}}-{{method}}.png", caption="../report/gallery.rst",
-               category="Attribution gallery", subcategory="{arch}"),
+        out=report(f"{RESULTS}/plots/gallery/{{arch}}-{{method}}.png", caption="../report/gallery.rst",
+                   category="Attribution gallery", subcategory="{arch}"),
+    params:
+        job="sweetspot.jobs.evaluation:draw_gallery",
+        arch=lambda wc: wc.arch,
+        arch_cfg=lambda wc: config["architectures"][wc.arch],
+        method=lambda wc: wc.method,
+        settings=lambda wc: study.task_settings(config, "interpretability"),
+        data=DATA_PARAMS,
+        device=config["device"],
+        title=lambda wc: f"{wc.arch}, {wc.method} pruning",
     log:
         f"{RESULTS}/logs/gallery/{{arch}}-{{method}}.log",
+    threads: res("evaluate")["threads"]
     conda:
         "../../envs/sweetspot.yaml"
     script:
-        "../scripts/gallery.py"
+        "../scripts/model_job.py"
 
 
-rule human_reference:
+rule human_data:
     output:
-        report(f"{RESULTS}/human_reference.csv", caption="../report/human_reference.rst", category="Sweet spots"),
+        trials=f"{RESULTS}/human/trials.parquet",
+        reference=report(f"{RESULTS}/human/reference.csv", caption="../report/human_reference.rst",
+                         category="Sweet spots"),
     params:
+        job="sweetspot.jobs.reports:collect_human_data",
         experiments=HUMAN_EXPERIMENTS,
+        data=DATA_PARAMS,
     log:
-        f"{RESULTS}/logs/human_reference.log",
+        f"{RESULTS}/logs/human_data.log",
     conda:
         "../../envs/sweetspot.yaml"
     script:
-        "../scripts/human_reference.py"
+        "../scripts/report_job.py"

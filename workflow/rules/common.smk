@@ -1,5 +1,6 @@
 # Config checks, the grid and path helpers shared by every rule file.
 
+import re
 import sys
 from pathlib import Path
 
@@ -7,12 +8,13 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)  # the library beside the Snakefile, also without pip install
 
-from sweetspot import study
+from sweetspot import catalog, study
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 study.check(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml",
             source=", ".join(map(str, workflow.overwrite_configfiles or workflow.configfiles)) or "config")
 validate(config, SCHEMA)  # fills schema defaults
+study.with_defaults(config)
 
 RESULTS = config["results"]
 DATA = config["data_dir"]
@@ -22,14 +24,21 @@ SPARSITIES = [study.sparsity_label(s) for s in sorted(config["pruning"]["sparsit
 SEEDS = list(config["seeds"])
 TASKS = list(config["tasks"])
 CHECKPOINTS = study.checkpoints(config)
-FUSED = config["fuse_evaluation"]  # the training / pruning job also evaluates its checkpoint
+CONTROLS = study.controls(config)  # pruning method -> its matched control
+DATA_PARAMS = study.data_params(config)
+
+
+def alternatives(names):
+    return "|".join(re.escape(str(n)) for n in names)
 
 
 wildcard_constraints:
-    arch="|".join(map(str, ARCHS)),
-    method="dense|magnitude|imp|snip|random",
+    arch=alternatives(ARCHS),
+    method=alternatives(catalog.CHECKPOINT_METHODS),
+    recipe=alternatives(catalog.CONTROL_RECIPES),
     sparsity=r"0|0\.\d+",
     seed=r"\d+",
+    task=alternatives(catalog.TASKS),
 
 
 def res(rule_name):
@@ -45,21 +54,13 @@ def data_inputs(wildcards=None):
 
 
 def checkpoint_path(arch, method, sparsity, seed):
-    if method == "dense":
-        return f"{RESULTS}/models/{arch}/dense/seed{seed}.safetensors"
+    if method == catalog.DENSE or catalog.is_control(method):
+        return f"{RESULTS}/models/{arch}/{method}/seed{seed}.safetensors"
     return f"{RESULTS}/models/{arch}/{method}/{sparsity}/seed{seed}.safetensors"
 
 
 def metrics_path(task, arch, method, sparsity, seed):
     return f"{RESULTS}/metrics/{task}/{arch}/{method}/{sparsity}/seed{seed}.parquet"
-
-
-def evaluate_outputs(method="{method}", sparsity="{sparsity}"):
-    """What evaluating one checkpoint writes: one Parquet per task, and the gallery's maps."""
-    outputs = {task: metrics_path(task, "{arch}", method, sparsity, "{seed}") for task in TASKS}
-    if "interpretability" in TASKS:
-        outputs["gallery"] = f"{RESULTS}/gallery/{{arch}}/{method}/{sparsity}/seed{{seed}}.safetensors"
-    return outputs
 
 
 def all_metrics():
@@ -75,5 +76,5 @@ def final_targets():
     ]
     targets += plot_targets()
     if HUMAN_EXPERIMENTS:
-        targets.append(f"{RESULTS}/human_reference.csv")
+        targets.append(f"{RESULTS}/human/reference.csv")
     return targets

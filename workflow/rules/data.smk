@@ -3,8 +3,9 @@
 
 rule synthetic_data:
     output:
-        f"{DATA}/synthetic/MANIFEST.json",
+        out=f"{DATA}/synthetic/MANIFEST.json",
     params:
+        job="sweetspot.jobs.reports:generate_synthetic",
         synthetic=config.get("synthetic", {}),
     log:
         f"{RESULTS}/logs/synthetic_data.log",
@@ -17,4 +18,4 @@ rule synthetic_data:
     conda:
         "../../envs/sweetspot.yaml"
     script:
-        "../scripts/synthetic_data.py"
+        "../scripts/report_job.py"

@@ -1,16 +1,6 @@
-# Dense models and their pruned descendants. IMP levels form a chain: each starts from the
-# previous configured level; every other method starts from the dense model (SNIP from its
-# initialisation, which the seed reproduces). With `fuse_evaluation` each of these jobs also
-# evaluates the checkpoint it wrote (evaluate.smk explains the separate rule otherwise).
-
-
-def prune_start(wildcards):
-    if wildcards.method == "snip":
-        return []
-    parent = study.imp_parent(config, wildcards.sparsity) if wildcards.method == "imp" else None
-    if parent is None:
-        return checkpoint_path(wildcards.arch, "dense", "0", wildcards.seed)
-    return checkpoint_path(wildcards.arch, "imp", parent, wildcards.seed)
+# Dense models, their matched controls and the pruned models. IMP levels form a chain: each
+# starts from the previous configured level; magnitude and random start from the dense model;
+# SNIP and its control start from the seed's initialisation.
 
 
 def dense_weights(wildcards):
@@ -19,18 +9,36 @@ def dense_weights(wildcards):
     return [arch["weights_path"]] if arch.get("weights", "scratch") == "file" else []
 
 
+def control_inputs(wildcards):
+    if wildcards.recipe == "snip":
+        return {}
+    return {"dense": checkpoint_path(wildcards.arch, catalog.DENSE, "0", wildcards.seed)}
+
+
+def prune_inputs(wildcards):
+    if wildcards.method == "snip":
+        return {}
+    parent = study.imp_parent(config, wildcards.sparsity) if wildcards.method == "imp" else None
+    if parent is None:
+        return {"start": checkpoint_path(wildcards.arch, catalog.DENSE, "0", wildcards.seed)}
+    return {"start": checkpoint_path(wildcards.arch, "imp", parent, wildcards.seed)}
+
+
 rule dense:
     input:
-        data=data_inputs,
-        weights=dense_weights,
+        data_inputs,
+        dense_weights,
     output:
-        checkpoint=f"{RESULTS}/models/{{arch}}/dense/seed{{seed}}.safetensors",
-        **(evaluate_outputs("dense", "0") if FUSED else {}),
+        out=f"{RESULTS}/models/{{arch}}/dense/seed{{seed}}.safetensors",
     params:
-        arch=lambda wc: config["architectures"][wc.arch],
+        job="sweetspot.jobs.checkpoints:train_dense",
+        arch=lambda wc: wc.arch,
+        arch_cfg=lambda wc: config["architectures"][wc.arch],
+        seed=lambda wc: int(wc.seed),
+        data=DATA_PARAMS,
         schedule=lambda wc: study.schedule(config, wc.arch),
-        recovery=config["pruning"]["recovery"] if config["pruning"]["recovery"]["mode"] == "bn" else {},
-        tasks=config["tasks"] if FUSED else {},
+        device=config["device"],
+        amp=config["amp"],
     log:
         f"{RESULTS}/logs/dense/{{arch}}/seed{{seed}}.log",
     benchmark:
@@ -44,25 +52,64 @@ rule dense:
     conda:
         "../../envs/sweetspot.yaml"
     script:
-        "../scripts/dense.py"
+        "../scripts/model_job.py"
+
+
+rule control:
+    input:
+        data_inputs,
+        unpack(control_inputs),
+    output:
+        out=f"{RESULTS}/models/{{arch}}/control-{{recipe}}/seed{{seed}}.safetensors",
+    params:
+        job="sweetspot.jobs.checkpoints:train_control",
+        recipe=lambda wc: wc.recipe,
+        arch=lambda wc: wc.arch,
+        arch_cfg=lambda wc: config["architectures"][wc.arch],
+        seed=lambda wc: int(wc.seed),
+        data=DATA_PARAMS,
+        recovery=lambda wc: config["pruning"]["recovery"] if wc.recipe != "snip" else {},
+        snip=lambda wc: config["pruning"]["snip"] if wc.recipe == "snip" else {},
+        schedule=lambda wc: study.schedule(config, wc.arch),
+        device=config["device"],
+        amp=config["amp"],
+    log:
+        f"{RESULTS}/logs/control/{{arch}}/{{recipe}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/control/{{arch}}/{{recipe}}/seed{{seed}}.tsv"
+    threads: res("control")["threads"]
+    resources:
+        mem_mb=lambda wc, attempt: res("control")["mem_mb"] * attempt,
+        runtime=res("control")["runtime"],
+        gpu=res("control")["gpu"],
+    conda:
+        "../../envs/sweetspot.yaml"
+    script:
+        "../scripts/model_job.py"
 
 
 rule prune:
     input:
-        data=data_inputs,
-        start=prune_start,
+        data_inputs,
+        unpack(prune_inputs),
     output:
-        checkpoint=f"{RESULTS}/models/{{arch}}/{{method}}/{{sparsity}}/seed{{seed}}.safetensors",
-        **(evaluate_outputs() if FUSED else {}),
+        out=f"{RESULTS}/models/{{arch}}/{{method}}/{{sparsity}}/seed{{seed}}.safetensors",
     wildcard_constraints:
-        method="magnitude|imp|snip|random",
+        method=alternatives(catalog.PRUNING_METHODS),
     params:
-        arch=lambda wc: config["architectures"][wc.arch],
+        job="sweetspot.jobs.checkpoints:prune_and_recover",
+        method=lambda wc: wc.method,
+        sparsity=lambda wc: wc.sparsity,
+        arch=lambda wc: wc.arch,
+        arch_cfg=lambda wc: config["architectures"][wc.arch],
+        seed=lambda wc: int(wc.seed),
+        data=DATA_PARAMS,
         exclude=config["pruning"]["exclude"],
-        recovery=config["pruning"]["recovery"],
+        recovery=lambda wc: config["pruning"]["recovery"] if wc.method != "snip" else {},
         snip=lambda wc: config["pruning"]["snip"] if wc.method == "snip" else {},
-        schedule=lambda wc: study.schedule(config, wc.arch) if wc.method == "snip" or config["pruning"]["recovery"]["mode"] == "finetune" else {},
-        tasks=config["tasks"] if FUSED else {},
+        schedule=lambda wc: study.schedule(config, wc.arch),
+        device=config["device"],
+        amp=config["amp"],
     log:
         f"{RESULTS}/logs/prune/{{arch}}/{{method}}/{{sparsity}}/seed{{seed}}.log",
     benchmark:
@@ -75,4 +122,4 @@ rule prune:
     conda:
         "../../envs/sweetspot.yaml"
     script:
-        "../scripts/prune.py"
+        "../scripts/model_job.py"

@@ -1,0 +1,72 @@
+"""What every task of an evaluation job sees: the model, where it runs, and the data it can ask for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import torch
+
+from ..data import registry
+from ..data.samples import Sample
+from ..models import Preprocess, create, preprocess_for
+from ..study import HUMAN_EXPERIMENTS
+
+
+@dataclass
+class EvalContext:
+    """One checkpoint under evaluation.
+
+    `data` is the study's data section (benchmark, data_dir, datasets, image_size): the only
+    place a task learns where files are.
+    """
+
+    model: torch.nn.Module
+    arch_cfg: Mapping[str, Any]
+    method: str
+    seed: int
+    data: Mapping[str, Any]
+    device: torch.device
+    amp: bool = True
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def size(self) -> int:
+        return int(self.data["image_size"])
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return preprocess_for(self.model, self.arch_cfg, self.size)
+
+    def with_model(self, model: torch.nn.Module) -> "EvalContext":
+        """The same evaluation with another model (the other cross-fitting fold)."""
+        return replace(self, model=model)
+
+    def samples(self, dataset: str) -> list[Sample]:
+        key = ("samples", dataset)
+        if key not in self._cache:
+            self._cache[key] = registry.load_eval(dataset, self.data, self.size)
+        return self._cache[key]
+
+    def class_groups(self, dataset: str) -> list[list[int]] | None:
+        """ImageNet classifiers decide among the 16 model-vs-human categories by mean probability."""
+        if dataset not in HUMAN_EXPERIMENTS or self.model.num_classes == 16:
+            return None
+        from ..data import geirhos
+
+        groups = geirhos.load_categories(registry.dataset_path(self.data, "geirhos16"))
+        return [groups[name] for name in geirhos.CATEGORIES]
+
+    def trials(self, dataset: str):
+        """The human trials on `dataset`'s stimuli, or None where there are none."""
+        if dataset not in HUMAN_EXPERIMENTS:
+            return None
+        from ..data import human_trials
+
+        return human_trials.load_trials(registry.dataset_path(self.data, "geirhos16"), HUMAN_EXPERIMENTS[dataset])
+
+    def untrained_model(self) -> torch.nn.Module:
+        """The architecture at the seed's initialisation (a baseline for what training adds)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return create(self.arch_cfg, self.model.num_classes).eval().to(self.device)

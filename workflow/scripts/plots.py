@@ -1,9 +1,0 @@
-"""Draw the metric curves and gain heatmaps."""
-import sys
-
-sys.path.insert(0, f"{snakemake.scriptdir}/../..")
-from sweetspot.jobs import reports as report_jobs  # noqa: E402
-from sweetspot.runtime.joblog import job_logging  # noqa: E402
-
-with job_logging(snakemake.log[0]):
-    report_jobs.plots_job(snakemake.input.curves, list(snakemake.output.curves) + list(snakemake.output.gains))

@@ -1,9 +1,0 @@
-"""Generate the embedded synthetic benchmark."""
-import sys
-
-sys.path.insert(0, f"{snakemake.scriptdir}/../..")
-from sweetspot.jobs import reports as report_jobs  # noqa: E402
-from sweetspot.runtime.joblog import job_logging  # noqa: E402
-
-with job_logging(snakemake.log[0]):
-    report_jobs.synthetic_job(snakemake.config, snakemake.output[0])
