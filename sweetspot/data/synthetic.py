@@ -38,7 +38,8 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from .. import io
-from .images import DataError, boxes_from_mask, read_mask, read_rgb, safe_join
+from .geometry import output_size, resize_labels, resize_rgb
+from .images import DataError, boxes_from_mask, check_same_size, read_mask, read_rgb, safe_join
 from .samples import Sample
 
 log = logging.getLogger(__name__)
@@ -448,8 +449,10 @@ def load_classes(root: str | os.PathLike) -> list[str]:
     return list(names)
 
 
-def load_cue_conflict(root: str | os.PathLike, size: int, classes: list[str] | None = None) -> list[Sample]:
-    """Cue-conflict images resized to size x size, with shape label, texture label, exact mask and box.
+def load_cue_conflict(root: str | os.PathLike, size: int | None, classes: list[str] | None = None,
+                      *, max_side: int | None = None) -> list[Sample]:
+    """Cue-conflict images with shape label, texture label, exact mask and box, at size x size or
+    at their own size (size=None, longer side capped at max_side), see geometry.output_size.
 
     item is the path relative to root, e.g. "cue-conflict/circle/circle-square_0003.png".
     """
@@ -471,8 +474,13 @@ def load_cue_conflict(root: str | os.PathLike, size: int, classes: list[str] | N
             if shape != shape_dir.name or shape not in names or texture not in names:
                 raise DataError(f"{path}: expected <shape>-<texture>_<nnnn>.png with both classes of {names}")
             item = f"cue-conflict/{shape}/{path.name}"
-            mask = read_mask(safe_join(root / "cue-conflict-masks", f"{shape}/{path.name}"), size) > 127
-            samples.append(Sample(item=item, image=read_rgb(path, size), label=names.index(shape), mask=mask,
+            image = read_rgb(path)
+            mask_path = safe_join(root / "cue-conflict-masks", f"{shape}/{path.name}")
+            mask = read_mask(mask_path) > 127
+            check_same_size(mask, mask_path, image, path)
+            out = output_size(image.shape[1], image.shape[0], size, max_side)
+            mask = resize_labels(mask, *out)
+            samples.append(Sample(item=item, image=resize_rgb(image, *out), label=names.index(shape), mask=mask,
                                   boxes=boxes_from_mask(mask), texture_label=names.index(texture)))
     if not samples:
         raise DataError(f"{folder}: no cue-conflict images")
