@@ -367,8 +367,10 @@ def test_registry_errors_name_the_config_field(study, tmp_path, voc_root):
     missing = {**study, "datasets": {"geirhos16": str(tmp_path / "nope")}}
     with pytest.raises(ValueError, match=r"datasets\.geirhos16 = .*nope.* does not exist"):
         registry.load_eval("geirhos16-edge", missing, 32)
-    with pytest.raises(ValueError, match="unknown evaluation dataset"):
+    with pytest.raises(ValueError, match=r"datasets\.imagenet is not set"):
         registry.load_eval("imagenet-val", study, 32)
+    with pytest.raises(ValueError, match="unknown evaluation dataset 'imagenet-vall'"):
+        registry.load_eval("imagenet-vall", study, 32)
     with pytest.raises(ValueError, match="MANIFEST.json"):
         registry.load_eval("synthetic-val", {"data_dir": str(tmp_path)}, 32)
     with pytest.raises(ValueError, match=r"datasets\.imagenet is not set"):
