@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from .. import io
+from . import voc
 from .geometry import output_size, resize_labels, resize_rgb
 from .images import DataError, boxes_from_mask, check_same_size, read_mask, read_rgb, safe_join
 from .samples import Sample
@@ -271,21 +272,6 @@ def _png_bytes(array: np.ndarray, mode: str, palette: list[int] | None = None) -
     return buffer.getvalue()
 
 
-def _voc_palette() -> list[int]:
-    """VOC's label colour map (each label's bits spread over the high bits of R, G, B)."""
-    palette = []
-    for label in range(256):
-        r = g = b = 0
-        c = label
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        palette += [r, g, b]
-    return palette
-
-
 def _voc_label_image(mask: np.ndarray, value: int) -> np.ndarray:
     """0 background, `value` on the object, 255 on the 1-pixel band just outside its edge.
 
@@ -383,7 +369,7 @@ def generate(
 def _write_all(out: Path, names: list[str], args: dict) -> tuple[list[dict], dict[str, int]]:
     n, size = len(names), args["image_size"]
     textures = list(TEXTURES)[:n]
-    palette = _voc_palette()
+    palette = voc.palette()
     rows: list[dict] = []
     matched = {"train": 0, "val": 0}
     voc_ids: list[str] = []
@@ -415,11 +401,11 @@ def _write_all(out: Path, names: list[str], args: dict) -> tuple[list[dict], dic
                     _write(out / item, png)
                     if split == "val":
                         voc_ids.append(image_id)
-                        voc = out / "voc"
-                        _write(voc / "JPEGImages" / f"{image_id}.png", png)
-                        _write(voc / "SegmentationObject" / f"{image_id}.png", _png_bytes(_voc_label_image(mask, 1), "P", palette))
-                        _write(voc / "SegmentationClass" / f"{image_id}.png", _png_bytes(_voc_label_image(mask, label + 1), "P", palette))
-                        _write(voc / "Annotations" / f"{image_id}.xml", _voc_xml(image_id, size, name, box))
+                        voc_dir = out / "voc"
+                        _write(voc_dir / "JPEGImages" / f"{image_id}.png", png)
+                        _write(voc_dir / "SegmentationObject" / f"{image_id}.png", _png_bytes(_voc_label_image(mask, 1), "P", palette))
+                        _write(voc_dir / "SegmentationClass" / f"{image_id}.png", _png_bytes(_voc_label_image(mask, label + 1), "P", palette))
+                        _write(voc_dir / "Annotations" / f"{image_id}.xml", _voc_xml(image_id, size, name, box))
                 rows.append(dict(split=split, item=item, label=label, shape=name, texture=textures[texture],
                                  texture_label=texture, x0=int(box[0]), y0=int(box[1]), x1=int(box[2]), y1=int(box[3])))
     listing = "".join(f"{i}\n" for i in voc_ids).encode()

@@ -33,6 +33,21 @@ VOID = 255  # VOC's object boundary / "don't care" label
 IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg")
 
 
+def palette() -> list[int]:
+    """VOC's label colour map, 768 values for a 'P' PNG (each label's bits spread over the high bits of R, G, B)."""
+    colours = []
+    for label in range(256):
+        r = g = b = 0
+        c = label
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colours += [r, g, b]
+    return colours
+
+
 def read_split(voc_root: str | os.PathLike, task: str, split: str) -> list[str]:
     """Image ids listed in ImageSets/<task>/<split>.txt (task: Segmentation or Main)."""
     path = Path(voc_root) / "ImageSets" / task / f"{split}.txt"
