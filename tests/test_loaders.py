@@ -195,6 +195,21 @@ def test_voc_segmentation_errors_name_the_file(voc_root, breakage, named):
         load_segmentation(voc_root, "val", 20, VOC_CLASSES)
 
 
+def test_voc_grayscale_images_are_converted_and_rgb_masks_refused(voc_root):
+    Image.fromarray(np.full((20, 40), 90, np.uint8), "L").save(voc_root / "JPEGImages/2007_000001.jpg")
+    (sample,) = load_segmentation(voc_root, "val", None, VOC_CLASSES)
+    assert sample.image.shape == (20, 40, 3) and (np.abs(sample.image.astype(int) - 90) <= 2).all()
+    Image.new("RGB", (40, 20)).save(voc_root / "SegmentationObject/2007_000001.png")
+    with pytest.raises(DataError, match=r"SegmentationObject/2007_000001\.png: mask has mode RGB.*palette \(P\)"):
+        load_segmentation(voc_root, "val", None, VOC_CLASSES)
+    (voc_root / "SegmentationObject/2007_000001.png").unlink()
+    with pytest.raises(DataError, match=r"2007_000001\.png: mask file not found; .*drop the image"):
+        load_segmentation(voc_root, "val", None, VOC_CLASSES)
+    (voc_root / "JPEGImages/2007_000001.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match=r"2007_000001\.jpg: cannot read image .*replace or remove the file"):
+        load_detection(voc_root, "trainval", None, VOC_CLASSES)
+
+
 def test_voc_detection_errors_name_the_file(voc_root):
     (voc_root / "Annotations/2007_000002.xml").unlink()
     with pytest.raises(DataError, match="2007_000002.xml"):

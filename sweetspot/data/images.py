@@ -66,13 +66,15 @@ def read_mask(path: str | Path, size: int | None = None, *, max_side: int | None
             if dark_is_object:
                 img = img.convert("L")
             elif img.mode not in ("L", "P", "1", "I"):
-                raise DataError(f"{path}: mask has mode {img.mode}; expected a single-channel label image (L or P)")
+                raise DataError(f"{path}: mask has mode {img.mode}; expected a single-channel label image: "
+                                "save the label values as a palette (P) or grayscale (L) PNG")
             width, height = output_size(*img.size, size, max_side)
             if img.size != (width, height):
                 img = img.resize((width, height), Image.NEAREST)
             arr = np.asarray(img)
     except FileNotFoundError:
-        raise DataError(f"{path}: mask file not found") from None
+        raise DataError(f"{path}: mask file not found; every image with ground truth needs its mask "
+                        "(restore it, or drop the image from the dataset's list)") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DataError(f"{path}: cannot read mask ({err}); replace or remove the file") from None
     if dark_is_object:
