@@ -128,7 +128,11 @@ def _imagenet_val(config, size, max_side, classes):
         raise ValueError("imagenet-val is evaluated on the fixed central crop of the ImageNet recipe; "
                          "give size (the crop) and no max_side")
     images, labels, items, _ = _imagenet_split(config, "val", size, classes)
-    return [Sample(item=item, image=images[i], label=int(labels[i])) for i, item in enumerate(items)]
+    samples = []
+    for start in range(0, len(items), 256):  # a block at a time: decoded by LazyImages' thread pool
+        block = images[start:start + 256]
+        samples += [Sample(item=items[start + j], image=block[j], label=int(labels[start + j])) for j in range(len(block))]
+    return samples
 
 
 def _geirhos16(kind: str) -> Loader:
