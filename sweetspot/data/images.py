@@ -53,10 +53,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_mask(path: str | Path, size: int | None = None, *, max_side: int | None = None,
-              dark_is_object: bool = False) -> np.ndarray:
-    """Read a single-channel label image as an integer array, resized nearest like read_rgb.
+def read_mask(path: str | Path, *, dark_is_object: bool = False) -> np.ndarray:
+    """Read a single-channel label image as an integer array at its own size.
 
+    Never resized here: a loader first checks the mask against its image (check_same_size),
+    then resizes both together (geometry), so a mask of another size cannot slip through.
     With dark_is_object (silhouettes), returns a bool mask of pixels with value < 128.
     """
     path = Path(path)
@@ -68,9 +69,6 @@ def read_mask(path: str | Path, size: int | None = None, *, max_side: int | None
             elif img.mode not in ("L", "P", "1", "I"):
                 raise DataError(f"{path}: mask has mode {img.mode}; expected a single-channel label image: "
                                 "save the label values as a palette (P) or grayscale (L) PNG")
-            width, height = output_size(*img.size, size, max_side)
-            if img.size != (width, height):
-                img = img.resize((width, height), Image.NEAREST)
             arr = np.asarray(img)
     except FileNotFoundError:
         raise DataError(f"{path}: mask file not found; every image with ground truth needs its mask "
