@@ -18,12 +18,6 @@ from . import catalog
 from .catalog import TASKS
 
 
-# Evaluation datasets whose labels are the 16 model-vs-human categories, with the human
-# experiment whose trials they join.
-HUMAN_EXPERIMENTS = {"geirhos16-cue-conflict": "cue-conflict", "geirhos16-edge": "edge",
-                     "geirhos16-silhouette": "silhouette"}
-
-
 class ConfigError(ValueError):
     """A config that cannot run; the message names the field and the fix."""
 
@@ -132,17 +126,18 @@ def _semantic_problems(config: dict) -> list[str]:
         if "snip" in config["pruning"]["methods"]:
             problems.append("pruning.methods: snip trains from initialisation and needs a train split; "
                             "set datasets.imagenet or remove snip")
-    from .data.registry import EVAL_DATASETS
+    from .data.registry import names
 
+    known = names()
     for task, cfg in config["tasks"].items():
         if task not in TASKS:
             continue  # the schema already refused it
         if not cfg.get("datasets"):
             problems.append(f"tasks.{task}.datasets: list at least one dataset, or remove the task")
         for i, name in enumerate(cfg.get("datasets") or []):
-            if name not in EVAL_DATASETS:
-                close = difflib.get_close_matches(str(name), EVAL_DATASETS, n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(EVAL_DATASETS)}"
+            if name not in known:
+                close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(known)}"
                 problems.append(f"tasks.{task}.datasets[{i}]: unknown dataset {name!r}; {hint}")
     for task, metrics in (config.get("stats") or {}).get("headline", {}).items():
         allowed = catalog.testable(task)
@@ -208,7 +203,16 @@ def with_defaults(config: dict) -> dict:
 def data_params(config: Mapping) -> dict[str, Any]:
     """What a job needs to find and size data: the only part of the config it sees about data."""
     return {"benchmark": config["benchmark"], "data_dir": config["data_dir"],
-            "datasets": dict(config.get("datasets") or {}), "image_size": image_size(config)}
+            "datasets": dict(config.get("datasets") or {}), "image_size": image_size(config),
+            "resize_size": config.get("resize_size")}
+
+
+def human_experiments(config: Mapping) -> dict[str, str]:
+    """Alignment dataset -> the human experiment whose trials it joins."""
+    from .data.registry import human_experiment
+
+    datasets = config["tasks"].get("alignment", {}).get("datasets", [])
+    return {d: human_experiment(d) for d in datasets if human_experiment(d)}
 
 
 def recovery_recipe(config: Mapping) -> str | None:

@@ -161,6 +161,32 @@ def test_voc_detection_keeps_difficult_objects_and_empty_images(voc_root):
     assert empty.boxes.shape == (0, 4) and empty.extra["no_box"] is True and empty.label == -1
 
 
+def test_voc_native_size_keeps_masks_band_and_boxes_pixel_exact(voc_root):
+    (sample,) = load_segmentation(voc_root, "val", None, VOC_CLASSES)
+    assert sample.image.shape == (20, 40, 3)
+    assert np.array_equal(sample.image, np.asarray(Image.open(voc_root / "JPEGImages/2007_000001.jpg")))
+    labels = np.asarray(Image.open(voc_root / "SegmentationObject/2007_000001.png"))
+    assert np.array_equal(sample.mask, (labels > 0) & (labels < 255)) and np.array_equal(sample.ignore, labels == 255)
+    assert sample.boxes.tolist() == [[4, 2, 24, 12], [30, 14, 36, 18]]
+    first, empty = load_detection(voc_root, "trainval", None, VOC_CLASSES)
+    assert first.image.shape == (20, 40, 3) and first.boxes.tolist() == sample.boxes.tolist()
+
+
+def test_voc_max_side_shrinks_image_masks_and_boxes_together(voc_root):
+    (sample,) = load_segmentation(voc_root, "val", None, VOC_CLASSES, max_side=20)
+    assert sample.image.shape == (10, 20, 3)
+    labels = Image.open(voc_root / "SegmentationObject/2007_000001.png")
+    small = np.asarray(labels.resize((20, 10), Image.NEAREST))
+    assert np.array_equal(sample.mask, (small > 0) & (small < 255)) and np.array_equal(sample.ignore, small == 255)
+    assert sample.boxes.tolist() == [[2, 1, 12, 6], [15, 7, 18, 9]]  # exactly half
+    image = Image.open(voc_root / "JPEGImages/2007_000001.jpg").convert("RGB")
+    assert np.array_equal(sample.image, np.asarray(image.resize((20, 10), Image.BILINEAR)))
+    (wide,) = load_segmentation(voc_root, "val", None, VOC_CLASSES, max_side=64)  # never enlarged
+    assert wide.image.shape == (20, 40, 3)
+    with pytest.raises(ValueError, match="not both"):
+        load_detection(voc_root, "trainval", 32, VOC_CLASSES, max_side=20)
+
+
 @pytest.mark.parametrize("breakage, named", [
     (lambda r: (r / "ImageSets/Segmentation/val.txt").unlink(), "val.txt"),
     (lambda r: (r / "JPEGImages/2007_000001.jpg").unlink(), "2007_000001.jpg"),
@@ -173,6 +199,21 @@ def test_voc_segmentation_errors_name_the_file(voc_root, breakage, named):
     breakage(voc_root)
     with pytest.raises(DataError, match=named):
         load_segmentation(voc_root, "val", 20, VOC_CLASSES)
+
+
+def test_voc_grayscale_images_are_converted_and_rgb_masks_refused(voc_root):
+    Image.fromarray(np.full((20, 40), 90, np.uint8), "L").save(voc_root / "JPEGImages/2007_000001.jpg")
+    (sample,) = load_segmentation(voc_root, "val", None, VOC_CLASSES)
+    assert sample.image.shape == (20, 40, 3) and (np.abs(sample.image.astype(int) - 90) <= 2).all()
+    Image.new("RGB", (40, 20)).save(voc_root / "SegmentationObject/2007_000001.png")
+    with pytest.raises(DataError, match=r"SegmentationObject/2007_000001\.png: mask has mode RGB.*palette \(P\)"):
+        load_segmentation(voc_root, "val", None, VOC_CLASSES)
+    (voc_root / "SegmentationObject/2007_000001.png").unlink()
+    with pytest.raises(DataError, match=r"2007_000001\.png: mask file not found; .*drop the image"):
+        load_segmentation(voc_root, "val", None, VOC_CLASSES)
+    (voc_root / "JPEGImages/2007_000001.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match=r"2007_000001\.jpg: cannot read image .*replace or remove the file"):
+        load_detection(voc_root, "trainval", None, VOC_CLASSES)
 
 
 def test_voc_detection_errors_name_the_file(voc_root):
@@ -218,6 +259,16 @@ def test_coco20k_boxes_drop_crowds_and_scale(coco):
     assert second.boxes.shape == (0, 4) and second.extra["no_box"] is True  # its only box is a crowd
 
 
+def test_coco20k_native_and_capped(coco):
+    first, second = load_coco20k(*coco, size=None)
+    assert first.image.shape == (50, 100, 3) and second.image.shape == (40, 40, 3)
+    assert first.boxes.tolist() == [[10, 5, 30, 15], [50.5, 25, 90.5, 45]]
+    first, _ = load_coco20k(*coco, size=None, max_side=25)
+    assert first.image.shape == (12, 25, 3)  # 50 * 25 / 100 = 12.5 rounds to 12
+    # x scaled by 25/100, y by the realised 12/50: boxes stay on the returned pixel grid
+    assert np.allclose(first.boxes, [[2.5, 1.2, 7.5, 3.6], [12.625, 6, 22.625, 10.8]])
+
+
 def test_coco20k_errors(coco, tmp_path):
     annotations, images, names = coco
     (tmp_path / "bad.txt").write_text("COCO_train2014_000000000099.jpg\n")
@@ -226,6 +277,12 @@ def test_coco20k_errors(coco, tmp_path):
     (tmp_path / "up.txt").write_text("COCO_train2014_000000000030.jpg\n")
     with pytest.raises(DataError, match="000000000030.jpg"):  # listed in the json, missing on disk
         load_coco20k(annotations, images, tmp_path / "up.txt", 32)
+    Image.fromarray(_rgb(9, 40, 41)).save(images / "COCO_train2014_000000000025.jpg")
+    with pytest.raises(DataError, match=r"000000000025.jpg: image is 41x40 but .*says 40x40"):
+        load_coco20k(annotations, images, names, 32)
+    annotations.write_text(json.dumps({"images": [{"id": 1}], "annotations": []}))
+    with pytest.raises(DataError, match=r"instances_train2014.json: malformed entry .*file_name"):
+        load_coco20k(annotations, images, names, 32)
 
 
 # --- Geirhos-16 ----------------------------------------------------------------------------
@@ -268,6 +325,19 @@ def test_geirhos_cue_conflict_labels_and_silhouette_masks(mini_geirhos):
     assert sil.item == "silhouette/bird/bird3.png" and np.array_equal(sil.mask, silhouette) and sil.label == bird
     (edge,) = geirhos.load_stimuli(mini_geirhos, "edge", 56)
     assert edge.mask is None and edge.label == bird and edge.texture_label == -1
+
+
+@needs_geirhos
+def test_geirhos_native_size_and_mismatched_silhouette(mini_geirhos):
+    conflict = geirhos.load_stimuli(mini_geirhos, "cue-conflict", None)[1]
+    silhouette = np.asarray(Image.open(mini_geirhos / "stimuli/silhouette/bird/bird3.png").convert("L")) < 128
+    assert conflict.image.shape == (224, 224, 3) and np.array_equal(conflict.mask, silhouette)
+    half = geirhos.load_stimuli(mini_geirhos, "cue-conflict", None, max_side=112)[1]
+    assert half.image.shape == (112, 112, 3) and half.mask.shape == (112, 112)
+    Image.open(mini_geirhos / "stimuli/silhouette/bird/bird3.png").resize((100, 100)).save(
+        mini_geirhos / "stimuli/silhouette/bird/bird3.png")
+    with pytest.raises(DataError, match=r"bird3\.png: mask is 100x100 but its image .*bird3-bird2\.png is 224x224"):
+        geirhos.load_stimuli(mini_geirhos, "cue-conflict", None)
 
 
 @needs_geirhos
@@ -318,8 +388,10 @@ def test_registry_errors_name_the_config_field(study, tmp_path, voc_root):
     missing = {**study, "datasets": {"geirhos16": str(tmp_path / "nope")}}
     with pytest.raises(ValueError, match=r"datasets\.geirhos16 = .*nope.* does not exist"):
         registry.load_eval("geirhos16-edge", missing, 32)
-    with pytest.raises(ValueError, match="unknown evaluation dataset"):
+    with pytest.raises(ValueError, match=r"datasets\.imagenet is not set"):
         registry.load_eval("imagenet-val", study, 32)
+    with pytest.raises(ValueError, match="unknown evaluation dataset 'imagenet-vall'"):
+        registry.load_eval("imagenet-vall", study, 32)
     with pytest.raises(ValueError, match="MANIFEST.json"):
         registry.load_eval("synthetic-val", {"data_dir": str(tmp_path)}, 32)
     with pytest.raises(ValueError, match=r"datasets\.imagenet is not set"):

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .geometry import output_size, resize_rgb, scale_boxes
 from .images import DataError, read_rgb, safe_join
 from .samples import Sample
-from .voc import resize_image, scale_boxes
 
 
 def read_names(names_file: str | os.PathLike) -> list[str]:
@@ -38,9 +38,11 @@ def read_names(names_file: str | os.PathLike) -> list[str]:
 
 
 def load_coco20k(
-    annotations_json: str | os.PathLike, images_dir: str | os.PathLike, names_file: str | os.PathLike, size: int
+    annotations_json: str | os.PathLike, images_dir: str | os.PathLike, names_file: str | os.PathLike,
+    size: int | None, *, max_side: int | None = None,
 ) -> list[Sample]:
-    """The listed images resized to size x size, with their non-crowd boxes (label -1: no class space).
+    """The listed images with their non-crowd boxes (label -1: no class space), at size x size
+    or at their own size (size=None, longer side capped at max_side), see geometry.output_size.
 
     extra carries "category_ids" of the kept boxes, "no_box" when none is left, and the COCO "image_id".
     """
@@ -53,11 +55,17 @@ def load_coco20k(
         raise DataError(f"{annotations_json}: not valid JSON ({err})") from None
     if not isinstance(coco, dict) or "images" not in coco or "annotations" not in coco:
         raise DataError(f"{annotations_json}: not a COCO instances file (needs 'images' and 'annotations')")
-    by_name = {entry["file_name"]: entry for entry in coco["images"]}
-    per_image: dict[int, list[dict]] = defaultdict(list)
-    for ann in coco["annotations"]:
-        if not ann.get("iscrowd", 0):
-            per_image[ann["image_id"]].append(ann)
+    try:
+        by_name = {entry["file_name"]: entry for entry in coco["images"]}
+        per_image: dict[int, list[dict]] = defaultdict(list)
+        for ann in coco["annotations"]:
+            if len(ann["bbox"]) != 4:
+                raise ValueError(f"annotation {ann.get('id')} has bbox {ann['bbox']}")
+            if not ann.get("iscrowd", 0):
+                per_image[ann["image_id"]].append(ann)
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(f"{annotations_json}: malformed entry ({type(err).__name__}: {err}); every image needs "
+                        "file_name, id, width, height and every annotation image_id and bbox [x, y, w, h]") from None
 
     samples = []
     for name in read_names(names_file):
@@ -67,12 +75,16 @@ def load_coco20k(
         path = safe_join(images_dir, name)
         image = read_rgb(path)
         height, width = image.shape[:2]
+        if (entry.get("width"), entry.get("height")) != (width, height):
+            raise DataError(f"{path}: image is {width}x{height} but {annotations_json} says "
+                            f"{entry.get('width')}x{entry.get('height')}; the file and the annotations differ")
         anns = per_image.get(entry["id"], [])
         boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)], dtype=np.float64).reshape(-1, 4)
+        out = output_size(width, height, size, max_side)
         samples.append(Sample(
             item=name,
-            image=resize_image(image, size),
-            boxes=scale_boxes(boxes, width, height, size),
+            image=resize_rgb(image, *out),
+            boxes=scale_boxes(boxes, (width, height), out),
             extra={"source": str(path), "image_id": entry["id"], "no_box": len(anns) == 0,
                    "category_ids": [a["category_id"] for a in anns]},
         ))

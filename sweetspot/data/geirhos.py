@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import DataError, boxes_from_mask, read_mask, read_rgb, safe_join
+from .geometry import output_size, resize_labels, resize_rgb
+from .images import DataError, boxes_from_mask, check_same_size, read_mask, read_rgb, safe_join
 from .samples import Sample
 
 CATEGORIES = (
@@ -63,8 +64,9 @@ def list_stimuli(root: str | os.PathLike, kind: str) -> list[str]:
     return items
 
 
-def load_stimuli(root: str | os.PathLike, kind: str, size: int) -> list[Sample]:
-    """Every stimulus of `kind` resized to size x size, labelled by its shape category.
+def load_stimuli(root: str | os.PathLike, kind: str, size: int | None, *, max_side: int | None = None) -> list[Sample]:
+    """Every stimulus of `kind`, labelled by its shape category, at size x size or at its own
+    size (size=None, longer side capped at max_side), see geometry.output_size.
 
     cue-conflict: texture_label from the file name, mask and box from the content image's
     silhouette; silhouette: mask = its own dark pixels; edge: no mask.
@@ -74,24 +76,34 @@ def load_stimuli(root: str | os.PathLike, kind: str, size: int) -> list[Sample]:
     samples = []
     for item in list_stimuli(root, kind):
         category, name = item.split("/")[1:]
-        sample = Sample(item=item, image=read_rgb(safe_join(stimuli, item), size), label=CATEGORIES.index(category))
+        path = safe_join(stimuli, item)
+        image = read_rgb(path)
+        out = output_size(image.shape[1], image.shape[0], size, max_side)
+        sample = Sample(item=item, image=resize_rgb(image, *out), label=CATEGORIES.index(category))
         if kind == "cue-conflict":
             match = _CUE_CONFLICT_NAME.match(name)
             if match is None or match["shape"] != category or match["texture"] not in CATEGORIES:
-                raise DataError(f"{stimuli / item}: expected a name <shape><i>-<texture><j>.png with shape "
+                raise DataError(f"{path}: expected a name <shape><i>-<texture><j>.png with shape "
                                 f"{category!r} and texture one of the 16 categories")
             sample.texture_label = CATEGORIES.index(match["texture"])
             silhouette = f"silhouette/{category}/{category}{match['i']}.png"
             if silhouette not in masks:
-                masks[silhouette] = read_mask(safe_join(stimuli, silhouette), size, dark_is_object=True)
+                masks[silhouette] = _silhouette_mask(safe_join(stimuli, silhouette), image, path, out)
                 masks[silhouette].setflags(write=False)  # shared by several samples
             sample.mask = masks[silhouette]
             sample.extra["mask_source"] = silhouette
         elif kind == "silhouette":
-            sample.mask = read_mask(safe_join(stimuli, item), size, dark_is_object=True)
+            sample.mask = _silhouette_mask(path, image, path, out)
         if sample.mask is not None:
             if not sample.mask.any():
                 raise DataError(f"{stimuli / sample.extra.get('mask_source', item)}: silhouette has no dark (< 128) pixels")
             sample.boxes = boxes_from_mask(sample.mask)
         samples.append(sample)
     return samples
+
+
+def _silhouette_mask(mask_path: Path, image: np.ndarray, image_path: Path, out: tuple[int, int]) -> np.ndarray:
+    """The dark pixels of a silhouette on its image's native grid, then resized like the image."""
+    mask = read_mask(mask_path, dark_is_object=True)
+    check_same_size(mask, mask_path, image, image_path)
+    return resize_labels(mask, *out)

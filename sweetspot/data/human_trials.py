@@ -1,11 +1,12 @@
 """Human psychophysics trials of model-vs-human (Geirhos et al., NeurIPS 2021), one row per trial.
 
-The raw CSVs (`<root>/human/<experiment>/*.csv`, columns subj, session|Session, trial, rt,
+The raw CSVs (`<human_dir>/<experiment>/*.csv`, columns subj, session|Session, trial, rt,
 object_response, category, condition, imagename) are turned into a frame whose `item` is the
 same string a model's trial on that stimulus carries, so model and human trials join on it:
 `<experiment>/<category>/<image identifier>`, e.g. `cue-conflict/bird/bird3-bird2.png` (the
-stimulus path under `<root>/stimuli` where the images are present) or
-`contrast/knife/n03041632_7380.png` for the ImageNet-derived experiments.
+stimulus path under geirhos16's `stimuli/` where the images are present) or
+`contrast/knife/n03041632_7380.png` for the ImageNet-derived experiments. `human_dir` is
+geirhos16's `human/` or model-vs-human's `raw-data/` (the same layout, all 17 experiments).
 
 Image names follow the model-vs-human convention, fields separated by '_':
 trial number, experiment code, observer (s01 or dnn), condition, category, an unused number,
@@ -56,23 +57,24 @@ def trial_item(experiment: str, category: str, identifier: str) -> str:
     return f"{experiment}/{category}/{identifier}"
 
 
-def load_trials(root: str | Path, experiment: str) -> pd.DataFrame:
-    """All human trials of one experiment under `<root>/human/<experiment>/`.
+def load_experiment(human_dir: str | Path, experiment: str, stimuli_dir: str | Path | None = None) -> pd.DataFrame:
+    """All human trials of one experiment under `<human_dir>/<experiment>/`.
 
     Columns: experiment, subject, condition, item, category (the correct, i.e. shape,
     category), texture (cue-conflict texture category, "" otherwise), response, correct (0/1).
-    Raises DataError for a CSV that lacks a needed column, a trial whose stimulus would leave
-    `<root>/stimuli`, a trial naming a stimulus that is missing although the experiment's
-    images are present under `<root>/stimuli/<experiment>`, or a subject who saw the same
-    stimulus twice (joins with model trials assume one trial per subject and item).
+    Raises DataError for a CSV that lacks a needed column or has a malformed image name, a
+    subject who saw the same stimulus twice (joins with model trials assume one trial per
+    subject and item) and, with `stimuli_dir`, a trial whose stimulus would leave it or is
+    missing although the experiment's images are present under `<stimuli_dir>/<experiment>`.
     """
-    root = Path(root)
-    folder = safe_join(root / "human", experiment)
+    folder = safe_join(human_dir, experiment)
     csvs = sorted(folder.glob("*.csv"))
     if not csvs:
-        raise DataError(f"{folder}: no human trial CSVs; expected <root>/human/<experiment>/*.csv")
+        raise DataError(f"{folder}: no human trial CSVs; expected <human trials folder>/<experiment>/*.csv "
+                        "(geirhos16's human/ or model-vs-human's raw-data/)")
     frames = [_read_csv(path, experiment) for path in csvs]
-    _check_stimuli(root, experiment, csvs, frames)
+    if stimuli_dir is not None:
+        _check_stimuli(Path(stimuli_dir), experiment, csvs, frames)
     frame = pd.concat(frames, ignore_index=True)
     duplicated = frame.duplicated(["subject", "item"])
     if duplicated.any():
@@ -81,6 +83,12 @@ def load_trials(root: str | Path, experiment: str) -> pd.DataFrame:
                         "remove the duplicate rows or CSV")
     logger.info("%s: %d trials from %d subjects", experiment, len(frame), frame["subject"].nunique())
     return frame
+
+
+def load_trials(root: str | Path, experiment: str) -> pd.DataFrame:
+    """load_experiment in the geirhos16 layout: trials in `<root>/human`, stimuli in `<root>/stimuli`."""
+    root = Path(root)
+    return load_experiment(root / "human", experiment, root / "stimuli")
 
 
 def _read_csv(path: Path, experiment: str) -> pd.DataFrame:
@@ -112,9 +120,8 @@ def _read_csv(path: Path, experiment: str) -> pd.DataFrame:
     }, columns=list(TRIAL_COLUMNS))
 
 
-def _check_stimuli(root: Path, experiment: str, csvs: list[Path], frames: list[pd.DataFrame]) -> None:
-    """Every item stays inside <root>/stimuli and, where the experiment's images are there, exists."""
-    stimuli = root / "stimuli"
+def _check_stimuli(stimuli: Path, experiment: str, csvs: list[Path], frames: list[pd.DataFrame]) -> None:
+    """Every item stays inside `stimuli` and, where the experiment's images are there, exists."""
     has_images = (stimuli / experiment).is_dir()
     first_csv: dict[str, Path] = {}
     for path, frame in zip(csvs, frames):

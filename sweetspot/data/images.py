@@ -7,28 +7,37 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .geometry import output_size
+
 
 class DataError(ValueError):
     """A data file that cannot be used; the message names the file and the fix."""
 
 
-def read_rgb(path: str | Path, size: int | None = None) -> np.ndarray:
-    """Read any common image as uint8 RGB (H, W, 3), optionally resized to size x size.
+def open_rgb(path: str | Path) -> Image.Image:
+    """Decode any common image into a loaded RGB PIL image.
 
     Grayscale, palette, RGBA (composited on white), CMYK and 16-bit images are converted;
-    a truncated or unreadable file raises DataError naming it.
+    a missing, truncated or unreadable file raises DataError naming it.
     """
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()
-            img = _to_rgb(img)
+            return _to_rgb(img)
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DataError(f"{path}: cannot read image ({err}); replace or remove the file") from None
-    if size is not None and img.size != (size, size):
-        img = img.resize((size, size), Image.BILINEAR)
+
+
+def read_rgb(path: str | Path, size: int | None = None, *, max_side: int | None = None) -> np.ndarray:
+    """Read an image (see open_rgb) as uint8 RGB (H, W, 3) at the size geometry.output_size gives:
+    size x size, or native (size=None), shrunk keeping the aspect to a longer side of max_side."""
+    img = open_rgb(path)
+    width, height = output_size(*img.size, size, max_side)
+    if img.size != (width, height):
+        img = img.resize((width, height), Image.BILINEAR)
     return np.asarray(img, dtype=np.uint8).copy()
 
 
@@ -44,9 +53,11 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def read_mask(path: str | Path, size: int | None = None, *, dark_is_object: bool = False) -> np.ndarray:
-    """Read a single-channel label image as an integer array, optionally resized (nearest).
+def read_mask(path: str | Path, *, dark_is_object: bool = False) -> np.ndarray:
+    """Read a single-channel label image as an integer array at its own size.
 
+    Never resized here: a loader first checks the mask against its image (check_same_size),
+    then resizes both together (geometry), so a mask of another size cannot slip through.
     With dark_is_object (silhouettes), returns a bool mask of pixels with value < 128.
     """
     path = Path(path)
@@ -56,17 +67,24 @@ def read_mask(path: str | Path, size: int | None = None, *, dark_is_object: bool
             if dark_is_object:
                 img = img.convert("L")
             elif img.mode not in ("L", "P", "1", "I"):
-                raise DataError(f"{path}: mask has mode {img.mode}; expected a single-channel label image (L or P)")
-            if size is not None and img.size != (size, size):
-                img = img.resize((size, size), Image.NEAREST)
+                raise DataError(f"{path}: mask has mode {img.mode}; expected a single-channel label image: "
+                                "save the label values as a palette (P) or grayscale (L) PNG")
             arr = np.asarray(img)
     except FileNotFoundError:
-        raise DataError(f"{path}: mask file not found") from None
+        raise DataError(f"{path}: mask file not found; every image with ground truth needs its mask "
+                        "(restore it, or drop the image from the dataset's list)") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DataError(f"{path}: cannot read mask ({err}); replace or remove the file") from None
     if dark_is_object:
         return arr < 128
     return arr.astype(np.int64)
+
+
+def check_same_size(mask: np.ndarray, mask_path: str | Path, image: np.ndarray, image_path: str | Path) -> None:
+    """Refuse a mask whose grid differs from its image's: it belongs to another image or was resized."""
+    if mask.shape != image.shape[:2]:
+        raise DataError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image {image_path} is "
+                        f"{image.shape[1]}x{image.shape[0]}; the mask belongs to another image or was resized")
 
 
 def boxes_from_mask(mask: np.ndarray) -> np.ndarray:

@@ -35,8 +35,9 @@ CATEGORY_FOLDER_DATASETS = ("edge", "silhouette", "cue-conflict")
 WITHOUT_CONDITIONS = ("sketch", "stylized", "edge", "silhouette", "cue-conflict")
 
 
-def load_dataset(datasets_root: str | Path, name: str, size: int) -> list[Sample]:
-    """All images of one model-vs-human dataset, resized to size x size, in sorted file order.
+def load_dataset(datasets_root: str | Path, name: str, size: int | None, *, max_side: int | None = None) -> list[Sample]:
+    """All images of one model-vs-human dataset in sorted file order, at size x size or at their
+    own size (size=None, longer side capped at max_side), see geometry.output_size.
 
     Labels index into CATEGORIES; cue-conflict samples also carry texture_label.
     """
@@ -56,7 +57,7 @@ def load_dataset(datasets_root: str | Path, name: str, size: int) -> list[Sample
         if texture and texture not in CATEGORIES:
             raise DataError(f"{path}: texture {texture!r} is not one of the 16 model-vs-human categories")
         extra = {} if name in WITHOUT_CONDITIONS else {"condition": condition}
-        samples.append(Sample(item=trial_item(name, category, identifier), image=read_rgb(path, size),
+        samples.append(Sample(item=trial_item(name, category, identifier), image=read_rgb(path, size, max_side=max_side),
                               label=CATEGORIES.index(category),
                               texture_label=CATEGORIES.index(texture) if texture else -1, extra=extra))
     return samples

@@ -38,7 +38,9 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 
 from .. import artifacts as io
-from .images import DataError, boxes_from_mask, read_mask, read_rgb, safe_join
+from . import voc
+from .geometry import output_size, resize_labels, resize_rgb
+from .images import DataError, boxes_from_mask, check_same_size, read_mask, read_rgb, safe_join
 from .samples import Sample
 
 log = logging.getLogger(__name__)
@@ -270,21 +272,6 @@ def _png_bytes(array: np.ndarray, mode: str, palette: list[int] | None = None) -
     return buffer.getvalue()
 
 
-def _voc_palette() -> list[int]:
-    """VOC's label colour map (each label's bits spread over the high bits of R, G, B)."""
-    palette = []
-    for label in range(256):
-        r = g = b = 0
-        c = label
-        for shift in range(7, -1, -1):
-            r |= (c & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        palette += [r, g, b]
-    return palette
-
-
 def _voc_label_image(mask: np.ndarray, value: int) -> np.ndarray:
     """0 background, `value` on the object, 255 on the 1-pixel band just outside its edge.
 
@@ -382,7 +369,7 @@ def generate(
 def _write_all(out: Path, names: list[str], args: dict) -> tuple[list[dict], dict[str, int]]:
     n, size = len(names), args["image_size"]
     textures = list(TEXTURES)[:n]
-    palette = _voc_palette()
+    palette = voc.palette()
     rows: list[dict] = []
     matched = {"train": 0, "val": 0}
     voc_ids: list[str] = []
@@ -414,11 +401,11 @@ def _write_all(out: Path, names: list[str], args: dict) -> tuple[list[dict], dic
                     _write(out / item, png)
                     if split == "val":
                         voc_ids.append(image_id)
-                        voc = out / "voc"
-                        _write(voc / "JPEGImages" / f"{image_id}.png", png)
-                        _write(voc / "SegmentationObject" / f"{image_id}.png", _png_bytes(_voc_label_image(mask, 1), "P", palette))
-                        _write(voc / "SegmentationClass" / f"{image_id}.png", _png_bytes(_voc_label_image(mask, label + 1), "P", palette))
-                        _write(voc / "Annotations" / f"{image_id}.xml", _voc_xml(image_id, size, name, box))
+                        voc_dir = out / "voc"
+                        _write(voc_dir / "JPEGImages" / f"{image_id}.png", png)
+                        _write(voc_dir / "SegmentationObject" / f"{image_id}.png", _png_bytes(_voc_label_image(mask, 1), "P", palette))
+                        _write(voc_dir / "SegmentationClass" / f"{image_id}.png", _png_bytes(_voc_label_image(mask, label + 1), "P", palette))
+                        _write(voc_dir / "Annotations" / f"{image_id}.xml", _voc_xml(image_id, size, name, box))
                 rows.append(dict(split=split, item=item, label=label, shape=name, texture=textures[texture],
                                  texture_label=texture, x0=int(box[0]), y0=int(box[1]), x1=int(box[2]), y1=int(box[3])))
     listing = "".join(f"{i}\n" for i in voc_ids).encode()
@@ -448,8 +435,10 @@ def load_classes(root: str | os.PathLike) -> list[str]:
     return list(names)
 
 
-def load_cue_conflict(root: str | os.PathLike, size: int, classes: list[str] | None = None) -> list[Sample]:
-    """Cue-conflict images resized to size x size, with shape label, texture label, exact mask and box.
+def load_cue_conflict(root: str | os.PathLike, size: int | None, classes: list[str] | None = None,
+                      *, max_side: int | None = None) -> list[Sample]:
+    """Cue-conflict images with shape label, texture label, exact mask and box, at size x size or
+    at their own size (size=None, longer side capped at max_side), see geometry.output_size.
 
     item is the path relative to root, e.g. "cue-conflict/circle/circle-square_0003.png".
     """
@@ -471,8 +460,13 @@ def load_cue_conflict(root: str | os.PathLike, size: int, classes: list[str] | N
             if shape != shape_dir.name or shape not in names or texture not in names:
                 raise DataError(f"{path}: expected <shape>-<texture>_<nnnn>.png with both classes of {names}")
             item = f"cue-conflict/{shape}/{path.name}"
-            mask = read_mask(safe_join(root / "cue-conflict-masks", f"{shape}/{path.name}"), size) > 127
-            samples.append(Sample(item=item, image=read_rgb(path, size), label=names.index(shape), mask=mask,
+            image = read_rgb(path)
+            mask_path = safe_join(root / "cue-conflict-masks", f"{shape}/{path.name}")
+            mask = read_mask(mask_path) > 127
+            check_same_size(mask, mask_path, image, path)
+            out = output_size(image.shape[1], image.shape[0], size, max_side)
+            mask = resize_labels(mask, *out)
+            samples.append(Sample(item=item, image=resize_rgb(image, *out), label=names.index(shape), mask=mask,
                                   boxes=boxes_from_mask(mask), texture_label=names.index(texture)))
     if not samples:
         raise DataError(f"{folder}: no cue-conflict images")

@@ -20,9 +20,9 @@ from typing import Sequence
 from xml.etree import ElementTree
 
 import numpy as np
-from PIL import Image
 
-from .images import DataError, boxes_from_mask, read_mask, read_rgb, safe_join
+from .geometry import output_size, resize_labels, resize_rgb, scale_boxes
+from .images import DataError, boxes_from_mask, check_same_size, read_mask, read_rgb, safe_join
 from .samples import Sample
 
 VOC_CLASSES = (
@@ -31,6 +31,21 @@ VOC_CLASSES = (
 )
 VOID = 255  # VOC's object boundary / "don't care" label
 IMAGE_SUFFIXES = (".jpg", ".png", ".jpeg")
+
+
+def palette() -> list[int]:
+    """VOC's label colour map, 768 values for a 'P' PNG (each label's bits spread over the high bits of R, G, B)."""
+    colours = []
+    for label in range(256):
+        r = g = b = 0
+        c = label
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        colours += [r, g, b]
+    return colours
 
 
 def read_split(voc_root: str | os.PathLike, task: str, split: str) -> list[str]:
@@ -81,26 +96,6 @@ def read_annotation(path: str | os.PathLike) -> list[dict]:
     return objects
 
 
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """uint8 RGB resized to size x size, bilinear (as images.read_rgb does)."""
-    if image.shape[:2] == (size, size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-
-
-def resize_labels(labels: np.ndarray, size: int) -> np.ndarray:
-    """A label image (values 0..255) resized to size x size, nearest, as uint8."""
-    if labels.shape == (size, size):
-        return labels
-    return np.asarray(Image.fromarray(labels.astype(np.uint8)).resize((size, size), Image.NEAREST))
-
-
-def scale_boxes(boxes: np.ndarray, width: int, height: int, size: int) -> np.ndarray:
-    """Boxes (n, 4) in a width x height image -> the same boxes in a size x size resize of it."""
-    factors = np.array([size / width, size / height, size / width, size / height])
-    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) * factors
-
-
 def _label_index(classes: Sequence[str], name: str, source: Path) -> int:
     try:
         return list(classes).index(name)
@@ -113,9 +108,11 @@ def _boxes_of(objects: list[dict]) -> np.ndarray:
 
 
 def load_segmentation(
-    voc_root: str | os.PathLike, split: str, size: int, classes: Sequence[str] = VOC_CLASSES, mode: str = "object"
+    voc_root: str | os.PathLike, split: str, size: int | None, classes: Sequence[str] = VOC_CLASSES,
+    mode: str = "object", *, max_side: int | None = None,
 ) -> list[Sample]:
-    """Images of ImageSets/Segmentation/<split>.txt with object masks, resized to size x size.
+    """Images of ImageSets/Segmentation/<split>.txt with object masks, at size x size, or at
+    their own size (size=None, longer side capped at max_side), see geometry.output_size.
 
     mask: every object pixel (labels 1..254) of SegmentationObject (mode "object") or
     SegmentationClass (mode "class"); ignore: VOC's 255 band. label: class of the largest
@@ -134,9 +131,7 @@ def load_segmentation(
         height, width = image.shape[:2]
         mask_path = safe_join(voc_root / folder, image_id + ".png")
         labels = read_mask(mask_path)
-        if labels.shape != (height, width):
-            raise DataError(f"{mask_path}: mask is {labels.shape[1]}x{labels.shape[0]} but its image {path} is "
-                            f"{width}x{height}; the mask belongs to another image or was resized")
+        check_same_size(labels, mask_path, image, path)
         if (labels == VOID).any() and not ((labels > 0) & (labels < VOID)).any():
             # A 0/255 binary mask would silently become "all void, no object": the image left unscored.
             raise DataError(f"{mask_path}: only the values 0 and {VOID}, a binary mask? VOC labels objects "
@@ -150,14 +145,15 @@ def load_segmentation(
         else:
             label = _majority_class(voc_root, image_id, labels if mode == "class" else None, (height, width), len(classes))
             boxes = np.concatenate([boxes_from_mask(labels == v) for v in np.unique(labels) if 0 < v < VOID] or [np.zeros((0, 4))])
-        small = resize_labels(labels, size)
+        out = output_size(width, height, size, max_side)
+        small = resize_labels(labels, *out)
         samples.append(Sample(
             item=image_id,
-            image=resize_image(image, size),
+            image=resize_rgb(image, *out),
             label=label,
             mask=(small > 0) & (small < VOID),
             ignore=small == VOID,
-            boxes=scale_boxes(boxes, width, height, size),
+            boxes=scale_boxes(boxes, (width, height), out),
             extra={"source": str(path), "no_box": len(boxes) == 0,
                    "difficult": [o["difficult"] for o in objects]},
         ))
@@ -170,7 +166,8 @@ def _majority_class(voc_root: Path, image_id: str, class_labels: np.ndarray | No
         path = safe_join(voc_root / "SegmentationClass", image_id + ".png")
         class_labels = read_mask(path)
         if class_labels.shape != shape:
-            raise DataError(f"{path}: mask is {class_labels.shape[1]}x{class_labels.shape[0]}, its image {shape[1]}x{shape[0]}")
+            raise DataError(f"{path}: mask is {class_labels.shape[1]}x{class_labels.shape[0]} but its image is "
+                            f"{shape[1]}x{shape[0]}; the mask belongs to another image or was resized")
     values = class_labels[(class_labels > 0) & (class_labels < VOID)]
     if values.size == 0:
         return -1
@@ -181,9 +178,11 @@ def _majority_class(voc_root: Path, image_id: str, class_labels: np.ndarray | No
 
 
 def load_detection(
-    voc_root: str | os.PathLike, split: str, size: int, classes: Sequence[str] = VOC_CLASSES
+    voc_root: str | os.PathLike, split: str, size: int | None, classes: Sequence[str] = VOC_CLASSES,
+    *, max_side: int | None = None,
 ) -> list[Sample]:
-    """Images of ImageSets/Main/<split>.txt with every XML object's box, resized to size x size.
+    """Images of ImageSets/Main/<split>.txt with every XML object's box, at size x size or at
+    their own size (size=None, longer side capped at max_side), see geometry.output_size.
 
     difficult and truncated objects are kept (LOST's default); extra["difficult"] flags them.
     An image without objects keeps a (0, 4) boxes array and extra["no_box"] = True.
@@ -201,11 +200,12 @@ def load_detection(
         labels = [_label_index(classes, n, xml_path) for n in names]
         boxes = _boxes_of(objects)
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        out = output_size(width, height, size, max_side)
         samples.append(Sample(
             item=image_id,
-            image=resize_image(image, size),
+            image=resize_rgb(image, *out),
             label=labels[int(np.argmax(areas))] if labels else -1,
-            boxes=scale_boxes(boxes, width, height, size),
+            boxes=scale_boxes(boxes, (width, height), out),
             extra={"source": str(path), "no_box": len(objects) == 0, "names": names,
                    "difficult": [o["difficult"] for o in objects]},
         ))

@@ -29,11 +29,9 @@ def collect_human_data(*, trials: str, reference: str, experiments: Mapping[str,
     human-to-human reference values the model's are drawn against."""
     import pandas as pd
 
-    from ..data import human_trials
     from ..metrics import human
 
-    root = registry.dataset_path(data, "geirhos16")
-    frames = {dataset: human_trials.load_trials(root, experiment) for dataset, experiment in sorted(experiments.items())}
+    frames = {dataset: registry.load_human_trials(data, dataset) for dataset in sorted(experiments)}
     rows = pd.concat([frame.assign(dataset=dataset) for dataset, frame in frames.items()], ignore_index=True)
     artifacts.write_parquet(trials, rows[["dataset", "experiment", "subject", "condition", "item", "correct"]])
     unique = pd.concat(frames.values(), ignore_index=True).drop_duplicates(["experiment", "subject", "item"])

@@ -10,7 +10,6 @@ import torch
 from ..data import registry
 from ..data.samples import Sample
 from ..models import Preprocess, create, preprocess_for
-from ..study import HUMAN_EXPERIMENTS
 
 
 @dataclass
@@ -43,27 +42,20 @@ class EvalContext:
         return replace(self, model=model)
 
     def samples(self, dataset: str) -> list[Sample]:
-        key = ("samples", dataset)
-        if key not in self._cache:
-            self._cache[key] = registry.load_eval(dataset, self.data, self.size)
-        return self._cache[key]
+        source = registry.info(dataset).source or dataset
+        if source not in self._cache:
+            self._cache[source] = registry.load_eval(source, self.data, self.size)
+        return self._cache[source]
 
     def class_groups(self, dataset: str) -> list[list[int]] | None:
         """ImageNet classifiers decide among the 16 model-vs-human categories by mean probability."""
-        if dataset not in HUMAN_EXPERIMENTS or self.model.num_classes == 16:
+        if not registry.sixteen_class(dataset) or self.model.num_classes == 16:
             return None
-        from ..data import geirhos
-
-        groups = geirhos.load_categories(registry.dataset_path(self.data, "geirhos16"))
-        return [groups[name] for name in geirhos.CATEGORIES]
+        return registry.category_indices(self.data)
 
     def trials(self, dataset: str):
         """The human trials on `dataset`'s stimuli, or None where there are none."""
-        if dataset not in HUMAN_EXPERIMENTS:
-            return None
-        from ..data import human_trials
-
-        return human_trials.load_trials(registry.dataset_path(self.data, "geirhos16"), HUMAN_EXPERIMENTS[dataset])
+        return registry.load_human_trials(self.data, dataset)
 
     def untrained_model(self) -> torch.nn.Module:
         """The architecture at the seed's initialisation (a baseline for what training adds)."""

@@ -6,8 +6,7 @@
 localrules: aggregate, plots, human_data, synthetic_data
 
 # Alignment datasets with human trials: dataset -> human experiment.
-HUMAN_EXPERIMENTS = {d: study.HUMAN_EXPERIMENTS[d] for d in config["tasks"].get("alignment", {}).get("datasets", [])
-                     if d in study.HUMAN_EXPERIMENTS}
+HUMAN_EXPERIMENTS = study.human_experiments(config)
 FIGURE_STEMS = [f"{RESULTS}/plots/curves-{task}" for task in TASKS if task != "structure"] + [
     f"{RESULTS}/plots/gains-{arch}" for arch in ARCHS]
 
