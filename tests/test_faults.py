@@ -26,7 +26,9 @@ from snakemake.utils import validate
 from sweetspot import study
 from sweetspot import artifacts as sweetspot_io
 from sweetspot import models, weights
-from sweetspot.jobs import checkpoints as pipeline, reports as report_jobs
+from sweetspot import tasks
+from sweetspot.jobs import checkpoints, evaluation, reports
+from sweetspot.tasks.context import EvalContext
 from sweetspot.data import registry, synthetic
 from sweetspot.data.images import DataError
 from sweetspot.metrics.localization import localization_scores
@@ -68,7 +70,7 @@ def test_a_missing_pretrained_file_is_refused_before_any_job_and_by_the_job(tmp_
     out = tmp_path / "dense" / "seed0.safetensors"
     with pytest.raises(FileNotFoundError, match=r"architectures\.\*\.weights_path: .*nowhere/resnet\.safetensors "
                                                 r"does not exist \(the architecture with timm: test_resnet\)"):
-        pipeline.dense_job(tiny_config, "resnet", 0, out)
+        _train_dense(tiny_config, out)
     assert not out.parent.exists() or not any(out.parent.iterdir())
 
 
@@ -80,8 +82,26 @@ def test_a_timm_name_outside_the_lite_family_is_refused_before_any_job_and_by_th
         study.check(tiny_config, SCHEMA)
     out = tmp_path / "dense" / "seed0.safetensors"
     with pytest.raises(study.ConfigError, match=re.escape(f"architectures.*.timm: {fix}")):
-        pipeline.dense_job(tiny_config, "resnet", 0, out)
+        _train_dense(tiny_config, out)
     assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def _train_dense(config: dict, out: Path) -> None:
+    checkpoints.train_dense(out=str(out), arch="resnet", arch_cfg=config["architectures"]["resnet"], seed=0,
+                            data=study.data_params(config), schedule=study.schedule(config, "resnet"), device="cpu",
+                            amp=False)
+
+
+def _context(config: dict, arch_cfg: dict, num_classes: int = 8) -> EvalContext:
+    torch.manual_seed(0)
+    return EvalContext(model=models.create(arch_cfg, num_classes).eval(), arch_cfg=arch_cfg, method="dense", seed=0,
+                       data=study.data_params(config), device=torch.device("cpu"))
+
+
+def _run(task: str, ctx: EvalContext, dataset: str, settings: dict) -> pd.DataFrame:
+    module = tasks.load(task)
+    rows = module.run(ctx, dataset, ctx.samples(dataset), settings)
+    return pd.concat([rows, module.summarise(ctx, dataset, rows, settings)]) if hasattr(module, "summarise") else rows
 
 
 def test_a_missing_lite_package_names_the_pip_install(monkeypatch):
@@ -197,9 +217,8 @@ def test_an_image_smaller_than_a_patch_is_resized_to_the_model_input(bench):
     assert sample.image.shape == (SIZE, SIZE, 3) and sample.mask.shape == (SIZE, SIZE)
     assert sample.mask[SIZE // 2, SIZE // 2] and not sample.mask[0, 0]
     assert sample.boxes.tolist() == [[16.0, 16.0, 32.0, 32.0]]  # the centre pixel, scaled 16x
-    torch.manual_seed(0)
-    ctx = pipeline._EvalContext(bench, "vit", 0, models.create(VIT, 8).eval(), torch.device("cpu"))
-    frame, _ = pipeline._run_task("interpretability", ctx, "synthetic-val", "dense")
+    ctx = _context(bench, VIT)
+    frame = _run("interpretability", ctx, "synthetic-val", bench["tasks"]["interpretability"])
     rows = frame[frame["item"] == image_id]
     assert set(rows["metric"]) >= {"rma", "pointing_game", "flag_zero_map"}
     assert rows.loc[rows["metric"] == "rma", "value"].notna().all()
@@ -245,9 +264,11 @@ def test_an_image_without_object_or_box_is_a_counted_skip(bench, tmp_path):
     outputs = []
     for (method, sparsity), checkpoint in runs.items():
         _checkpoint(checkpoint, model, method, float(sparsity))
-        out = {task: str(tmp_path / "metrics" / task / f"{method}.parquet") for task in bench["tasks"]}
-        pipeline.evaluate_job(bench, "resnet", method, sparsity, 0, checkpoint, out)
-        outputs += out.values()
+        for task in bench["tasks"]:
+            outputs.append(str(tmp_path / "metrics" / task / f"{method}.parquet"))
+            evaluation.evaluate_task(out=outputs[-1], task=task, settings=bench["tasks"][task], arch="resnet",
+                                     arch_cfg=RESNET, method=method, sparsity=sparsity, seed=0,
+                                     checkpoint=str(checkpoint), data=study.data_params(bench), device="cpu", amp=False)
     frame = pd.read_parquet(outputs[0])
     assert frame.loc[frame["item"] == image_id, "metric"].tolist() == ["flag_skipped"]
     assert frame.loc[frame["metric"] == "flag_skipped", "item"].tolist() == [image_id]
@@ -257,12 +278,14 @@ def test_an_image_without_object_or_box_is_a_counted_skip(bench, tmp_path):
     assert skipped[["variant", "item"]].values.tolist() == [["lost", image_id]]
 
     results = {name: str(tmp_path / "results" / f"{name}.{ext}") for name, ext in
-               [("metrics", "parquet"), ("curves", "parquet"), ("table", "parquet"), ("summary", "md")]}
-    report_jobs.aggregate_job(bench, outputs, results)
-    curves = pd.read_parquet(results["curves"])
-    counted = curves[(curves["metric"] == "flag_skipped") & (curves["sparsity"] == 0.5)]
+               [("metrics", "parquet"), ("curves", "parquet"), ("table", "parquet"), ("csv", "csv"),
+                ("markdown", "md"), ("summary", "summary.md")]}
+    reports.aggregate_study(evaluations=outputs, stats=study.with_defaults(bench)["stats"],
+                            controls={"magnitude": "dense"}, **results)
+    merged = pd.read_parquet(results["metrics"])
+    counted = merged[(merged["metric"] == "flag_skipped") & (merged["sparsity"] == 0.5)]
     assert sorted(counted["task"]) == ["discovery", "interpretability"]
-    assert (counted["n_items"] == 1).all() and (counted["value"] == 1.0).all()
+    assert (counted["item"] == image_id).all() and (counted["value"] == 1.0).all()
 
 
 def test_an_image_without_any_label_stops_accuracy_naming_it(bench):
@@ -271,9 +294,8 @@ def test_an_image_without_any_label_stops_accuracy_naming_it(bench):
     (root / "Annotations" / f"{image_id}.xml").unlink()
     Image.fromarray(np.zeros((SIZE, SIZE), np.uint8), "L").save(root / "SegmentationClass" / f"{image_id}.png")
     config = _config(Path(bench["data_dir"]), accuracy={"datasets": ["synthetic-val"]})
-    ctx = pipeline._EvalContext(config, "resnet", 0, models.create(RESNET, 8).eval(), torch.device("cpu"))
     with pytest.raises(ValueError, match=rf"synthetic-val: accuracy needs a label .*1 images have none \(e\.g\. {image_id}\)"):
-        pipeline._run_task("accuracy", ctx, "synthetic-val", "dense")
+        _run("accuracy", _context(config, RESNET), "synthetic-val", config["tasks"]["accuracy"])
 
 
 # --- human trials ------------------------------------------------------------------------------
@@ -300,10 +322,7 @@ def _alignment(root: Path, csv: str) -> pd.DataFrame:
     (root / "human" / "cue-conflict" / "cue-conflict_subject-01_session_1.csv").write_text(csv)
     config = _config(root.parent / "data", alignment={"datasets": ["geirhos16-cue-conflict"]})
     config["datasets"] = {"geirhos16": str(root)}
-    torch.manual_seed(0)
-    ctx = pipeline._EvalContext(config, "resnet", 0, models.create(RESNET, 16).eval(), torch.device("cpu"))
-    frame, _ = pipeline._run_task("alignment", ctx, "geirhos16-cue-conflict", "dense")
-    return frame
+    return _run("alignment", _context(config, RESNET, 16), "geirhos16-cue-conflict", config["tasks"]["alignment"])
 
 
 def test_good_trials_give_human_comparisons(geirhos_root):

@@ -12,7 +12,7 @@ from sweetspot import attributions as A
 from sweetspot.catalog import METRICS
 from sweetspot.contract import TASK_COLUMNS
 from sweetspot.data.samples import Sample
-from sweetspot.analysis.gallery import render, sparsity_label
+from sweetspot.analysis.gallery import column_label, render
 from sweetspot.metrics.localization import deletion_auc, rma
 from sweetspot.models import Preprocess, family
 from sweetspot.tasks import interpretability
@@ -256,7 +256,10 @@ def test_evaluate_rows_and_skipped(model):
     assert set(frame["metric"]) == metrics and metrics <= set(METRICS)
     assert set(frame["item"]) == {"img0", "img2"}
     assert len(frame) == 2 * len(methods) * len(metrics)
-    assert frame["value"].between(0, 1).all()
+    relative = frame["metric"].str.endswith("_norm")  # relative to the intact image: insertion can pass 1
+    assert frame.loc[~relative, "value"].between(0, 1).all() and (frame.loc[relative, "value"] >= 0).all()
+    raw = frame.pivot_table(index=["variant", "item"], columns="metric", values="value")
+    assert ((raw["deletion_auc_norm"] >= raw["deletion_auc"]) & (raw["insertion_auc_norm"] >= raw["insertion_auc"])).all()
     again, _ = interpretability.evaluate(model, samples, "toy", CFG, preprocess=PRE, device=torch.device("cpu"))
     np.testing.assert_array_equal(frame["value"].to_numpy(), again["value"].to_numpy())  # deterministic on CPU
 
@@ -269,7 +272,7 @@ def test_evaluate_true_target_with_class_groups():
     cfg = {**CFG, "target": "true", "methods": ["gradcam"]}
     frame, skipped = interpretability.evaluate(model, samples, "toy", cfg, preprocess=PRE, device=torch.device("cpu"),
                                                class_groups=[[0], [2, 4]])
-    assert skipped == [] and len(frame) == 3 * 7
+    assert skipped == [] and len(frame) == 3 * 9
 
 
 def test_gallery_maps_and_render(tmp_path, model):
@@ -280,9 +283,11 @@ def test_gallery_maps_and_render(tmp_path, model):
         assert m.shape == (2, SIZE, SIZE) and m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1
     images = np.stack([s.image for s in samples[:2]])
     path = tmp_path / "gallery.png"
-    render(images, {"gradcam": {0.5: maps["gradcam"], 0.0: maps["saliency"]}, "saliency": {0.0: maps["saliency"]}},
-           "gradcam", path)
+    columns = ["dense", "control-finetune", "50%"]
+    render(images, {"gradcam": {"50%": maps["gradcam"], "dense": maps["saliency"]}, "saliency": {"dense": maps["saliency"]}},
+           columns, "gradcam", path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="shape"):
-        render(images, {"gradcam": {0.0: maps["gradcam"][:1]}}, "bad", tmp_path / "bad.png")
-    assert [sparsity_label(s) for s in (0.0, 0.5, 0.875)] == ["dense", "50%", "87.5%"]
+        render(images, {"gradcam": {"dense": maps["gradcam"][:1]}}, ["dense"], "bad", tmp_path / "bad.png")
+    assert [column_label(m, s) for m, s in (("dense", 0.0), ("control-snip", 0.0), ("snip", 0.875))] == \
+        ["dense", "control-snip", "87.5%"]

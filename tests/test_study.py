@@ -75,8 +75,19 @@ def test_sparsity_labels_and_imp_chain(default_config):
     assert study.imp_parent(default_config, "0.5") is None
     assert study.imp_parent(default_config, "0.8") == "0.7"
     grid = study.checkpoints(default_config)
-    assert len(grid) == 2 * (1 + 4 * 5)
-    assert ("resnet", "dense", "0", 0) in grid
+    # per architecture: dense, the fine-tune and SNIP controls, 4 methods x 5 sparsities
+    assert len(grid) == 2 * (1 + 2 + 4 * 5)
+    assert {("resnet", "dense", "0", 0), ("resnet", "control-finetune", "0", 0), ("vit", "control-snip", "0", 0)} <= set(grid)
+
+
+def test_each_method_is_compared_with_the_control_that_shares_its_training(default_config):
+    assert study.controls(default_config) == {"magnitude": "control-finetune", "imp": "control-finetune",
+                                              "random": "control-finetune", "snip": "control-snip"}
+    default_config["pruning"]["recovery"] = {"mode": "bn"}
+    assert study.controls(default_config)["random"] == "control-bn"
+    default_config["pruning"]["recovery"] = {"mode": "none"}
+    assert study.controls(default_config)["magnitude"] == "dense"  # nothing but the mask differs
+    assert study.control_recipes(default_config) == ["snip"]
 
 
 def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path, tiny_config):
@@ -92,5 +103,5 @@ def test_paper_preset_lists_the_whole_study_without_data(tmp_path):
     proc = run_snakemake(ROOT, "-n", "--configfile", str(ROOT / "presets" / "paper.yaml"),
                          "--directory", str(tmp_path), "--snakefile", str(ROOT / "Snakefile"))
     counts = " ".join(proc.stdout.split())
-    # 3 architectures x (dense + 2 methods x 14 levels) checkpoints, each evaluated once
-    assert "dense 3" in counts and "prune 84" in counts and "evaluate 87" in counts
+    # 3 architectures x (dense + 2 controls + 2 methods x 14 levels) checkpoints, each evaluated on 5 tasks
+    assert "dense 3" in counts and "control 6" in counts and "prune 84" in counts and "evaluate 465" in counts
