@@ -1,7 +1,8 @@
 """The workflow's model jobs as functions: train, prune, evaluate (report_jobs.py has the rest).
 
 Every job seeds everything from its seed, pins its thread count, loads its checkpoint once
-and writes its outputs atomically; its script wraps it in `joblog.job_logging`.
+and writes its outputs atomically; the runtime (`warmstart.run`) sends its logging to the
+rule's log file.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from .. import artifacts as io, contract, models, pruning, training, weights
 from ..runtime import device as devmod
 from ..data import registry
 from ..data.samples import Sample
-from ..runtime.joblog import job_logging
 
 log = logging.getLogger("sweetspot")
 
@@ -315,20 +315,19 @@ def evaluate_job(config: Mapping, arch: str, method: str, sparsity: str, seed: i
 
 
 def model_job(rule: str, config: Mapping, wildcards: Mapping[str, str], start: str | None, checkpoint: str,
-              outputs: Mapping[str, str], log_path: str | None, threads: int = 1) -> None:
-    """What the dense, prune and evaluate rules run, logged to the rule's log file.
+              outputs: Mapping[str, str], threads: int = 1) -> None:
+    """What the dense, prune and evaluate rules run.
 
     dense and prune write `checkpoint`; with fuse_evaluation their `outputs` also hold the task
     files, and the same process evaluates the checkpoint it just wrote. evaluate reads it.
     """
     arch, seed = wildcards["arch"], int(wildcards["seed"])
     method, sparsity = wildcards.get("method", "dense"), wildcards.get("sparsity", "0")
-    with job_logging(log_path):
-        if rule == "dense":
-            dense_job(config, arch, seed, checkpoint, threads)
-        elif rule == "prune":
-            prune_job(config, arch, method, sparsity, seed, start, checkpoint, threads)
-        elif rule != "evaluate":
-            raise ValueError(f"unknown model rule {rule!r}")
-        if outputs:
-            evaluate_job(config, arch, method, sparsity, seed, checkpoint, outputs, threads)
+    if rule == "dense":
+        dense_job(config, arch, seed, checkpoint, threads)
+    elif rule == "prune":
+        prune_job(config, arch, method, sparsity, seed, start, checkpoint, threads)
+    elif rule != "evaluate":
+        raise ValueError(f"unknown model rule {rule!r}")
+    if outputs:
+        evaluate_job(config, arch, method, sparsity, seed, checkpoint, outputs, threads)

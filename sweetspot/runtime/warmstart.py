@@ -1,21 +1,26 @@
-"""Warm start for model jobs: fork them from a server that has already imported torch.
+"""Warm start: run a job's function in a process forked from a server that has imported torch.
 
-A model job (dense, prune, evaluate) spends about 10 CPU-seconds importing torch, torchvision
-(which imports torch._dynamo), timm, captum and pandas before its first line of work: on two
-cores that was about 40 % of the default study. With `warm_start: true` the first model job
-starts a server that imports them once; every job script then connects to it over a UNIX
-socket, hands over its stdout and stderr, and the server forks a child that runs
-`pipeline.model_job` with them. A forked child is the process a fresh interpreter would be after
-the same imports, so the numbers are the same (tests/test_forkserver.py compares them).
+A job that imports torch, torchvision (which imports torch._dynamo), timm, captum and pandas
+spends about 10 CPU-seconds before its first line of work: on two cores that was about 40 % of
+the default study. `run("module:function", kwargs, ...)` with warm=True starts (or reuses) a
+server that imports those once (PRELOAD); the job's own process connects to it over a UNIX
+socket, hands over its stdout and stderr, and the server forks a child that calls the function.
+A forked child is the process a fresh interpreter would be after the same imports, so the
+numbers are the same (tests/test_warmstart.py compares them). The runtime knows nothing of what
+it runs: the workflow's scripts name the function and its arguments.
 
 What keeps this safe:
 - the server runs no threads of its own (forking a threaded process can hand the child a held
   lock; the one thread its imports start, pyarrow's jemalloc purger, is fork-safe) and never
-  runs model code itself, so no torch thread pool or CUDA context exists when it forks;
+  runs job code itself (it imports a job's module before forking, so that later jobs find it
+  imported, but calls functions only in children), so no torch thread pool or CUDA context
+  exists when it forks;
 - the child gets the job's environment and working directory; if the job's own process dies
   (Snakemake cancelled or killed), the server kills the child before it can write more;
-- the socket's name hashes the interpreter and the library's source files: edited code gets a
-  new server; a server exits after IDLE_SECONDS without jobs;
+- the function gets its arguments decoded from JSON whether it runs warm or not;
+- the socket's name hashes the interpreter, PYTHONPATH, and the source files of this package and
+  of the target's package: edited code gets a new server; a server exits after IDLE_SECONDS
+  without jobs;
 - inside a SLURM allocation (SLURM_JOB_ID set) jobs always run in their own process: a server
   would belong to the first job's cgroup and die with it;
 - the socket lives in a private per-user folder under TMPDIR (jobs send it their environment);
@@ -30,8 +35,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib
+import importlib.util
 import json
 import os
+import re
 import resource
 import selectors
 import signal
@@ -43,33 +51,40 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
+
+from .joblog import job_logging
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the sweetspot package: its sources key the server
 IDLE_SECONDS = 120  # long enough to bridge the gaps between a study's jobs
 START_TIMEOUT = 300  # the server's imports take ~10 s alone, longer on a loaded machine
 HEADER = struct.Struct("!Q")
-# What a model job imports; the server imports it once before it accepts jobs.
-PRELOAD = ("sweetspot.jobs.checkpoints", "sweetspot.tasks.accuracy", "sweetspot.tasks.interpretability",
-           "sweetspot.tasks.discovery", "sweetspot.tasks.alignment", "timm", "captum.attr", "pandas")
+# The heavy third-party modules jobs import (with these, a model job's own imports take 0.2 s, not 10);
+# the server imports them once before it accepts jobs.
+PRELOAD = ("torch", "torchvision", "timm", "captum.attr", "pandas", "pyarrow.parquet", "scipy.ndimage", "jsonschema",
+           "safetensors.torch", "PIL.Image")
+TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # module:function
 
 
-def run_rule(smk: Any) -> None:
-    """The dense, prune and evaluate scripts: one model job from Snakemake's `snakemake` object."""
-    outputs = dict(smk.output.items())
-    checkpoint = smk.input.checkpoint if smk.rule == "evaluate" else outputs.pop("checkpoint")
-    job = dict(rule=smk.rule, config=smk.config, wildcards=dict(smk.wildcards.items()),
-               start=smk.input.get("start") or None, checkpoint=checkpoint, outputs=outputs,
-               log_path=smk.log[0], threads=smk.threads)
-    run(job, warm=bool(smk.config.get("warm_start", False)))
+def run(target: str, kwargs: Mapping[str, Any], *, log_path: str | None, warm: bool) -> None:
+    """Call `module:function(**kwargs)` in a warm forked child, or in this process; exit like it did.
 
-
-def run(job: Mapping[str, Any], warm: bool) -> None:
-    """Run `pipeline.model_job(**job)` in a warm forked child, or here; exit like the job did."""
+    Either way the call runs inside `joblog.job_logging(log_path)`, so the function does no
+    logging set-up of its own. kwargs cross a socket as JSON: they must be JSON values, and the
+    function gets their JSON-decoded copy either way (tuples arrive as lists). The target's
+    module must be importable from this checkout or PYTHONPATH: the server does not see
+    sys.path changes made in this process.
+    """
+    if not TARGET.fullmatch(target):
+        raise ValueError(f"warm start: the target {target!r} is not 'module:function', "
+                         "e.g. 'sweetspot.jobs.checkpoints:model_job'")
+    _check_json(kwargs, "kwargs")
+    kwargs = json.loads(json.dumps(kwargs))
+    job = {"target": target, "kwargs": kwargs, "log_path": log_path}
     reason = _cannot_warm_start(warm)
     for _ in range(2 if reason is None else 0):  # a server may close between connect and request
         try:
-            connection = _connect_or_start()
+            connection = _connect_or_start(target)
         except OSError as error:
             reason = f"the warm-start server is unavailable ({error})"
             break
@@ -83,9 +98,31 @@ def run(job: Mapping[str, Any], warm: bool) -> None:
         return
     if warm:
         print(f"sweetspot: running the job in its own process: {reason}", file=sys.stderr, flush=True)
-    from ..jobs import checkpoints as pipeline
+    _call(target, kwargs, log_path)
 
-    pipeline.model_job(**job)
+
+def _call(target: str, kwargs: Mapping[str, Any], log_path: str | None) -> None:
+    with job_logging(log_path):  # an import error of the target lands in the job's log too
+        module, _, name = target.partition(":")
+        getattr(importlib.import_module(module), name)(**kwargs)
+
+
+def _check_json(value: Any, where: str) -> None:
+    """Raise TypeError naming the first part of `value` that JSON cannot carry."""
+    if value is None or isinstance(value, (str, int, float)):  # bool is an int
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"warm start: {where} has the key {key!r} ({type(key).__name__}), but JSON keys "
+                                "are strings: use a string key")
+            _check_json(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_json(item, f"{where}[{index}]")
+    else:
+        raise TypeError(f"warm start: {where} is a {type(value).__name__}, which cannot cross to the job as JSON: "
+                        "pass strings, numbers, booleans, None, lists or dicts")
 
 
 def _cannot_warm_start(warm: bool) -> str | None:
@@ -101,19 +138,35 @@ def _cannot_warm_start(warm: bool) -> str | None:
 # --- client -----------------------------------------------------------------------------------
 
 
-def server_address() -> Path:
-    """A per-user socket path that changes with the interpreter and with any library source file."""
+def server_address(target: str) -> Path:
+    """Where the server for `target` listens: a per-user socket named by a key of the code it runs.
+
+    The key changes with the interpreter, PYTHONPATH (where the server finds modules), and any
+    source file of this package or of the target's top-level package, which the server imports.
+    """
     digest = hashlib.sha256(os.path.realpath(sys.executable).encode())
     digest.update(sys.version.encode())
-    for path in sorted(PACKAGE.rglob("*.py")):
+    digest.update(os.environ.get("PYTHONPATH", "").encode())
+    for path in sorted(set(PACKAGE.rglob("*.py")) | set(_package_sources(target))):
         stat = path.stat()
-        digest.update(f"{path.relative_to(PACKAGE)}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+        digest.update(f"{path}:{stat.st_mtime_ns}:{stat.st_size}".encode())
     folder = Path(tempfile.gettempdir()) / f"sweetspot-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     stat = folder.stat()
     if stat.st_uid != os.getuid() or stat.st_mode & 0o077:  # jobs send their environment there
         raise PermissionError(f"{folder} must belong to this user and be private (chmod 700)")
     return folder / f"{digest.hexdigest()[:20]}.sock"
+
+
+def _package_sources(target: str) -> list[Path]:
+    """The source files of the target's top-level module or package, found without importing it."""
+    top = target.partition(":")[0].partition(".")[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None:
+        raise ModuleNotFoundError(f"warm start: no module named {top!r} (the target {target!r})", name=top)
+    if spec.submodule_search_locations:
+        return [path for root in spec.submodule_search_locations for path in Path(root).rglob("*.py")]
+    return [Path(spec.origin)] if spec.origin and os.path.isfile(spec.origin) else []
 
 
 def _try_connect(address: Path) -> socket.socket | None:
@@ -126,8 +179,8 @@ def _try_connect(address: Path) -> socket.socket | None:
         return None
 
 
-def _connect_or_start() -> socket.socket:
-    address = server_address()  # PermissionError (an OSError) when its folder is not private
+def _connect_or_start(target: str) -> socket.socket:
+    address = server_address(target)  # PermissionError (an OSError) when its folder is not private
     sock = _try_connect(address)
     if sock is not None:
         return sock
@@ -140,9 +193,10 @@ def _connect_or_start() -> socket.socket:
         address.unlink(missing_ok=True)  # a dead server's socket
         log = address.with_suffix(".log")
         with open(log, "ab") as server_log:
+            path = os.pathsep.join(filter(None, [str(PACKAGE.parent), os.environ.get("PYTHONPATH")]))
             server = subprocess.Popen(
                 [sys.executable, "-m", "sweetspot.runtime.warmstart", str(address)],
-                cwd=PACKAGE.parent, env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)},
+                cwd=PACKAGE.parent, env={**os.environ, "PYTHONPATH": path},
                 stdin=subprocess.DEVNULL, stdout=server_log, stderr=server_log, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -192,7 +246,7 @@ def _run_remote(sock: socket.socket, job: Mapping[str, Any]) -> int | None:
     """The job's exit code, or None when the server closed before starting it."""
     sys.stdout.flush()
     sys.stderr.flush()
-    request = {"job": job, "cwd": os.getcwd(), "env": dict(os.environ)}
+    request = {**job, "cwd": os.getcwd(), "env": dict(os.environ)}
     try:
         _send(sock, request, [sys.stdout.fileno(), sys.stderr.fileno()])
         started, _ = _recv(sock)
@@ -225,16 +279,17 @@ def _child(request: Mapping[str, Any], fds: list[int], close: list[socket.socket
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        from ..jobs import checkpoints as pipeline
-
-        pipeline.model_job(**request["job"])
+        _call(request["target"], request["kwargs"], request["log_path"])
         code = 0
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else 1
+    except SystemExit as stop:  # as the interpreter ends on it
+        if stop.code is None or isinstance(stop.code, int):
+            code = stop.code or 0
+        else:
+            print(stop.code, file=sys.stderr)
     except BaseException:  # noqa: BLE001 - the job's failure, reported as its process would
         traceback.print_exc()
     finally:
-        _log_usage(request["job"].get("log_path"))
+        _log_usage(request.get("log_path"))
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -252,11 +307,19 @@ def _log_usage(log_path: str | None) -> None:
         sys.stderr.write(line)
 
 
-def serve(address: Path) -> None:
-    """Import what model jobs need, then fork one child per job until idle."""
-    import importlib
+def _import(module: str) -> None:
+    """Import a job's module before forking, so that the jobs after this one find it imported."""
+    if module in sys.modules:
+        return
+    try:
+        importlib.import_module(module)
+    except Exception as error:  # noqa: BLE001 - the child imports it again and reports the error to its job
+        print(f"importing {module} failed ({error!r}); the job reports why", flush=True)
 
-    for name in PRELOAD:
+
+def serve(address: Path, preload: Sequence[str] = PRELOAD) -> None:
+    """Import `preload`, then fork one child per job until idle; each job's module is imported here first."""
+    for name in preload:
         importlib.import_module(name)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     staging = address.with_name(f"{address.stem}.{os.getpid()}.tmp")
@@ -269,7 +332,7 @@ def serve(address: Path) -> None:
     selector.register(listener, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}
     idle_since = time.monotonic()
-    print(f"sweetspot fork server {os.getpid()} ready at {address}", flush=True)
+    print(f"sweetspot warm-start server {os.getpid()} ready at {address}", flush=True)
     try:
         while children or time.monotonic() - idle_since < IDLE_SECONDS:
             for key, _ in selector.select(timeout=0.05):
@@ -279,10 +342,12 @@ def serve(address: Path) -> None:
                         conn.settimeout(30)
                         request, fds = _recv(conn, max_fds=2)
                         conn.settimeout(None)
-                    except (OSError, ValueError) as error:
-                        print(f"refused a malformed request: {error}", flush=True)
+                        module = request["target"].partition(":")[0]
+                    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+                        print(f"refused a malformed request: {error!r}", flush=True)
                         conn.close()
                         continue
+                    _import(module)
                     pid = os.fork()
                     if pid == 0:
                         _child(request, fds, [listener, conn, *children.values()])

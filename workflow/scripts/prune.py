@@ -2,6 +2,11 @@
 import sys
 
 sys.path.insert(0, f"{snakemake.scriptdir}/../..")
-from sweetspot.runtime import warmstart as forkserver  # noqa: E402  (light: torch is imported by the warm server, or on demand)
+from sweetspot.runtime import warmstart  # noqa: E402  (light: torch is imported by the warm server, or on demand)
 
-forkserver.run_rule(snakemake)
+outputs = dict(snakemake.output.items())
+warmstart.run("sweetspot.jobs.checkpoints:model_job",
+              dict(rule="prune", config=snakemake.config, wildcards=dict(snakemake.wildcards.items()),
+                   start=snakemake.input.get("start") or None,  # SNIP has no start checkpoint
+                   checkpoint=outputs.pop("checkpoint"), outputs=outputs, threads=snakemake.threads),
+              log_path=snakemake.log[0], warm=bool(snakemake.config.get("warm_start", False)))
