@@ -9,9 +9,11 @@ from __future__ import annotations
 import copy
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,26 +48,24 @@ def stop_servers(folder: Path) -> None:
 
 @pytest.fixture
 def tmp():
-    """A TMPDIR for the clients, and so for their server's folder; its servers are stopped afterwards."""
-    folder = tempfile.mkdtemp(prefix="ss", dir="/tmp")
+    """An XDG_RUNTIME_DIR for the clients, and so for their servers; those are stopped afterwards."""
+    folder = tempfile.mkdtemp(prefix="ss", dir="/tmp")  # private, as a real one is
     yield folder
     stop_servers(Path(folder))
     shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
-def here(tmp, monkeypatch, tmp_path_factory):
+def here(tmp, monkeypatch):
     """This process sees what the clients see, so that server_address gives their server's socket."""
-    tmp_path_factory.getbasetemp()  # pytest's own temporary folder stays where it was
-    monkeypatch.setattr(tempfile, "tempdir", tmp)
-    monkeypatch.setenv("TMPDIR", tmp)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", "")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", tmp)
     monkeypatch.setenv("PYTHONPATH", PYTHONPATH)
     return tmp
 
 
 def client_env(tmp: str, **extra: str) -> dict[str, str]:
-    return {**os.environ, "TMPDIR": tmp, "XDG_RUNTIME_DIR": "", "PYTHONPATH": PYTHONPATH, **extra}
+    """TMPDIR too, so that a client that refuses XDG_RUNTIME_DIR still keeps its server in `tmp`."""
+    return {**os.environ, "XDG_RUNTIME_DIR": tmp, "TMPDIR": tmp, "PYTHONPATH": PYTHONPATH, **extra}
 
 
 def client(target: str, kwargs: dict, warm: bool, tmp: str, log_path: Path | None = None,
@@ -108,15 +108,25 @@ def start_server(address: Path, env: dict[str, str]) -> subprocess.Popen:
     """A server at `address` that preloads nothing: it starts in a second, not ten."""
     code = ("import sys; from pathlib import Path; from sweetspot.runtime import warmstart; "
             "warmstart.serve(Path(sys.argv[1]), preload=())")
+    address.parent.mkdir(mode=0o700, exist_ok=True)
     with open(address.with_suffix(".log"), "ab") as log:
         server = subprocess.Popen([sys.executable, "-c", code, str(address)], cwd=ROOT, env=env, stdout=log,
                                   stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
-    while not address.exists():
+    while not listening(address):
         assert server.poll() is None, address.with_suffix(".log").read_text()
         assert time.monotonic() < deadline, "the server did not start within 60 s"
         time.sleep(0.05)
     return server
+
+
+def listening(address: Path) -> bool:
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(address))
+            return True
+        except OSError:
+            return False
 
 
 @pytest.fixture
@@ -230,6 +240,161 @@ def test_the_server_key_follows_the_code_it_runs(tmp_path, monkeypatch):
     first = warmstart.server_address("tiny_jobs:run")
     (jobs / "tiny_jobs.py").write_text("def run():\n    return 1\n")
     assert warmstart.server_address("tiny_jobs:run") != first
+
+
+# --- only this user's processes, and no job outliving its server ------------------------------
+
+PEER = "sweetspot-peer"  # the second local user the tests below run processes as
+
+
+@pytest.fixture(scope="module")
+def peer() -> tuple[int, int, str]:
+    """A second local user (created when missing): its uid, gid, and a Python it may run."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a process as a second local user")
+    try:
+        entry = pwd.getpwnam(PEER)
+    except KeyError:
+        if not shutil.which("useradd"):
+            pytest.skip("no useradd to create a second local user")
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PEER], check=True)
+        entry = pwd.getpwnam(PEER)
+    for python in (sys.executable, "/usr/bin/python3"):
+        try:
+            subprocess.run([python, "-c", "pass"], cwd="/", check=True, capture_output=True,
+                           user=entry.pw_uid, group=entry.pw_gid, extra_groups=[])
+            return entry.pw_uid, entry.pw_gid, python
+        except (OSError, subprocess.CalledProcessError):
+            continue
+    pytest.skip(f"no Python interpreter that user {PEER} may run")
+
+
+def as_peer(peer: tuple[int, int, str], code: str, *args: str) -> subprocess.Popen:
+    uid, gid, python = peer
+    return subprocess.Popen([python, "-c", code, *args], cwd="/", user=uid, group=gid, extra_groups=[],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={"PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture
+def shared(tmp_path):
+    """A folder any user may write, for what the second user's processes report."""
+    folder = Path(tempfile.mkdtemp(prefix="ss", dir="/tmp"))
+    folder.chmod(0o777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("planted", ["link", "open", "foreign"])
+def test_a_planted_or_open_socket_folder_gets_no_job(request, tmp, tmp_path, planted):
+    folder = Path(tmp) / f"sweetspot-{os.getuid()}"  # in TMPDIR: another user may create names there
+    decoy = Path(tmp) / "decoy"
+    decoy.mkdir(mode=0o700)
+    if planted == "link":  # flipped between a folder of the victim and one of the attacker's in the attack
+        folder.symlink_to(decoy)
+        message = f"{folder} is a link or a file, not a folder"
+    elif planted == "open":
+        folder.mkdir()
+        folder.chmod(0o755)
+        message = f"{folder} belongs to user {os.getuid()} with mode 755, but must be this user's"
+    else:
+        uid = request.getfixturevalue("peer")[0]
+        folder.mkdir(mode=0o700)
+        os.chown(folder, uid, -1)
+        message = f"{folder} belongs to user {uid} with mode 700"
+    out = tmp_path / "report.json"
+    code, err = finish(client("warmstart_jobs:report", {"path": str(out)}, True, tmp, XDG_RUNTIME_DIR=""))
+    assert code == 0, err
+    assert "running the job in its own process: the warm-start server is unavailable" in err and message in err
+    report = json.loads(out.read_text())
+    assert report["pid"] == report["imported_in"]  # it ran in its own process
+    assert not any(decoy.iterdir()) and not list(Path(tmp).rglob("*.sock"))
+
+
+def test_the_socket_folder_is_xdg_runtime_dir_when_private_else_tmpdir(tmp, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", tmp)
+    assert warmstart.server_address(MODEL_JOB).parent == Path(tmp) / "sweetspot"
+    fallback = Path(tempfile.gettempdir()) / f"sweetspot-{os.getuid()}"
+    link = Path(tmp) / "link"
+    link.symlink_to(tmp)
+    for runtime, mode in ((str(link), 0o700), (tmp, 0o755), ("", 0o700)):
+        Path(tmp).chmod(mode)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
+        assert warmstart.server_address(MODEL_JOB).parent == fallback, (runtime, oct(mode))
+    Path(tmp).chmod(0o700)
+
+
+FAKE_SERVER = """
+import json, os, socket, sys
+os.umask(0)
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(sys.argv[1])
+listener.listen()
+conn, _ = listener.accept()
+received = fds = 0
+while True:
+    data, ancillary, _, _ = conn.recvmsg(65536, socket.CMSG_SPACE(64))
+    fds += sum(len(item) // 4 for _, _, item in ancillary)
+    if not data:
+        break
+    received += len(data)
+with open(sys.argv[2], "w") as out:
+    json.dump({"bytes": received, "fds": fds}, out)
+"""
+
+
+def test_a_server_of_another_user_is_sent_nothing(peer, here, tmp_path, shared):
+    address = warmstart.server_address("warmstart_jobs:report")
+    address.parent.mkdir(mode=0o700)
+    # The setting an attacker needs, made by hand: their socket inside the victim's folder.
+    Path(here).chmod(0o711)
+    address.parent.chmod(0o777)
+    fake = as_peer(peer, FAKE_SERVER, str(address), str(shared / "received.json"))
+    deadline = time.monotonic() + 30
+    while not address.exists():
+        assert fake.poll() is None and time.monotonic() < deadline, fake.stdout.read()
+        time.sleep(0.05)
+    address.parent.chmod(0o700)
+    Path(here).chmod(0o700)
+    out = tmp_path / "report.json"
+    code, err = finish(client("warmstart_jobs:report", {"path": str(out)}, True, here))
+    assert code == 0, err
+    assert f"{address} is served by process {fake.pid} of user {peer[0]}, not by this user" in err
+    assert "nothing was sent to it" in err and json.loads(out.read_text())["pid"] != fake.pid  # ran here instead
+    fake.wait(timeout=30)
+    assert json.loads((shared / "received.json").read_text()) == {"bytes": 0, "fds": 0}
+
+
+FOREIGN_CLIENT = """
+import json, socket, struct, sys
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(sys.argv[1])
+job = {"target": "warmstart_jobs:report", "kwargs": {"path": sys.argv[2]}, "log_path": None, "cwd": "/",
+       "env": {}}
+payload = json.dumps(job).encode()
+try:
+    socket.send_fds(sock, [struct.pack("!Q", len(payload))], [1, 2])
+    sock.sendall(payload)
+    print("answer", sock.recv(64))
+except OSError as error:
+    print("refused", error)
+"""
+
+
+def test_the_server_refuses_a_client_of_another_user(peer, server, here, tmp_path, shared):
+    address = warmstart.server_address("warmstart_jobs:report")
+    for path, mode in ((Path(here), 0o711), (address.parent, 0o711), (address, 0o777)):
+        path.chmod(mode)  # so that the second user can reach the socket at all
+    out = shared / "report.json"
+    foreign = as_peer(peer, FOREIGN_CLIENT, str(address), str(out))
+    answer, _ = foreign.communicate(timeout=30)
+    assert answer.startswith("answer b''") or answer.startswith("refused"), answer  # closed, nothing started
+    assert not out.exists()
+    log = address.with_suffix(".log").read_text()
+    assert f"refused a connection from process {foreign.pid} of user {peer[0]}" in log
+    for path in (Path(here), address.parent):
+        path.chmod(0o700)
+    code, err = finish(client("warmstart_jobs:report", {"path": str(tmp_path / "mine.json")}, True, here))
+    assert code == 0 and SERVER.search(err).group(2) == str(server.pid), err  # its own user's jobs still run
 
 
 # --- real model jobs ---------------------------------------------------------------------------
