@@ -96,6 +96,13 @@ def wait_until_started(proc: subprocess.Popen) -> tuple[int, int]:
     raise AssertionError("the job did not start within 60 s")
 
 
+def wait_for(path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear within 60 s"
+        time.sleep(0.02)
+
+
 def gone(pid: int) -> bool:
     """Ended: no such process, or a zombie that can do nothing more."""
     try:
@@ -203,6 +210,7 @@ def test_killing_the_job_process_kills_its_forked_child(server, here, tmp_path):
     out = tmp_path / "out"
     proc = client("warmstart_jobs:write_after", {"path": str(out), "seconds": 3}, True, here)
     job, _ = wait_until_started(proc)
+    wait_for(Path(f"{out}.started"))  # the job runs
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     deadline = time.monotonic() + 10
@@ -395,6 +403,24 @@ def test_the_server_refuses_a_client_of_another_user(peer, server, here, tmp_pat
         path.chmod(0o700)
     code, err = finish(client("warmstart_jobs:report", {"path": str(tmp_path / "mine.json")}, True, here))
     assert code == 0 and SERVER.search(err).group(2) == str(server.pid), err  # its own user's jobs still run
+
+
+def test_a_killed_server_takes_its_job_with_it_and_a_rerun_recovers(server, here, tmp_path):
+    out = tmp_path / "out"
+    proc = client("warmstart_jobs:write_after", {"path": str(out), "seconds": 3}, True, here)
+    job, server_pid = wait_until_started(proc)
+    assert server_pid == server.pid
+    wait_for(Path(f"{out}.started"))  # the job runs
+    server.kill()
+    assert proc.wait(timeout=60) == 1
+    assert gone(job), "the client exited while its job's process still ran"
+    assert f"the warm-start server {server_pid} stopped during the job; ending job process {job}" in proc.stderr.read()
+    time.sleep(4)  # past the moment the job would have written
+    assert not out.exists(), "the job wrote its output after its client had failed"
+    # The rerun starts a new server (with the full preload) over the dead one's socket, and does the job.
+    code, err = finish(client("warmstart_jobs:write_after", {"path": str(out), "seconds": 0}, True, here))
+    assert code == 0 and int(SERVER.search(err).group(2)) != server_pid, err
+    assert out.read_text() == "written"
 
 
 # --- real model jobs ---------------------------------------------------------------------------

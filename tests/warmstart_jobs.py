@@ -20,7 +20,8 @@ def report(path: str, value=None) -> None:
 
 
 def write_after(path: str, seconds: float) -> None:
-    """Write `path` after `seconds`: a job still running when a test kills something."""
+    """Write `path` after `seconds`: a job still running when a test kills something (once `path`.started is there)."""
+    Path(f"{path}.started").touch()
     time.sleep(seconds)
     Path(path).write_text("written")
 

@@ -33,6 +33,7 @@ its cpu_time and max_rss are not. The child logs its own CPU time and peak memor
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -42,6 +43,7 @@ import json
 import os
 import re
 import resource
+import select
 import selectors
 import signal
 import socket
@@ -53,15 +55,17 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .joblog import job_logging
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the sweetspot package: its sources key the server
 IDLE_SECONDS = 120  # long enough to bridge the gaps between a study's jobs
 START_TIMEOUT = 300  # the server's imports take ~10 s alone, longer on a loaded machine
+EXIT_TIMEOUT = 30  # how long a client whose server vanished waits for the killed job process to end
 HEADER = struct.Struct("!Q")
 CREDENTIALS = struct.Struct("3i")  # struct ucred, what SO_PEERCRED gives: pid, uid, gid
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # The heavy third-party modules jobs import (with these, a model job's own imports take 0.2 s, not 10);
 # the server imports them once before it accepts jobs.
 PRELOAD = ("torch", "torchvision", "timm", "captum.attr", "pandas", "pyarrow.parquet", "scipy.ndimage", "jsonschema",
@@ -134,7 +138,11 @@ def _cannot_warm_start(warm: bool) -> str | None:
     if os.environ.get("SLURM_JOB_ID"):
         return "inside a SLURM job"
     if not sys.platform.startswith("linux") or not os.path.isdir("/proc/self/fd"):
-        return "it needs Linux with /proc (peer credentials, /proc/self/fd)"
+        return "it needs Linux with /proc (peer credentials, parent-death signal, /proc/self/fd)"
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return "this system has no pidfd_open (Linux 5.3 and Python 3.9 have it)"
     return None
 
 
@@ -330,24 +338,56 @@ def _run_remote(sock: socket.socket, job: Mapping[str, Any]) -> int | None:
         started, _ = _recv(sock)
     except (ConnectionError, BrokenPipeError):
         return None  # nothing started: safe to try again
-    print(f"sweetspot: warm start, the job runs as process {started['pid']} of server {started['server']}",
-          file=sys.stderr, flush=True)
+    pid, server = int(started["pid"]), int(started["server"])
+    print(f"sweetspot: warm start, the job runs as process {pid} of server {server}", file=sys.stderr, flush=True)
+    # Opened now: the server reaps the child only after it has ended, so the pid is not free for reuse
+    # unless the job is done already (then None, or a reused pid only after a full wrap of pid numbers).
+    try:
+        process = os.pidfd_open(pid)
+    except ProcessLookupError:
+        process = None
     try:
         finished, _ = _recv(sock)
     except ConnectionError:
-        print(f"sweetspot: the warm-start server {started['server']} stopped during the job",
+        print(f"sweetspot: the warm-start server {server} stopped during the job; ending job process {pid}",
               file=sys.stderr, flush=True)
+        _end(process, pid)
         return 1
+    finally:
+        if process is not None:
+            os.close(process)
     return int(finished["exit"])
+
+
+def _end(process: int | None, pid: int) -> None:
+    """Kill the job's process and wait until it has ended, so that it writes nothing after its job failed.
+
+    The child also dies with its server (PR_SET_PDEATHSIG); this covers it still being on its way out
+    when Snakemake, seeing this process fail, removes the job's outputs.
+    """
+    if process is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        signal.pidfd_send_signal(process, signal.SIGKILL)
+    if not select.select([process], [], [], EXIT_TIMEOUT)[0]:
+        print(f"sweetspot: job process {pid} has not ended {EXIT_TIMEOUT} s after SIGKILL; end it before rerunning "
+              "this job, or it may still write outputs", file=sys.stderr, flush=True)
 
 
 # --- server -----------------------------------------------------------------------------------
 
 
-def _child(request: Mapping[str, Any], fds: list[int], close: list[socket.socket], folder: int) -> None:
+def _child(request: Mapping[str, Any], fds: list[int], close: list[socket.socket], folder: int,
+           server: int, prctl: Callable[..., int]) -> None:
     """In the forked child: become the job's process, run it, never return."""
     code = 1
     try:
+        # Die with the server, SIGKILL included, so that no job outlives the process its client
+        # waits on (it is the forking thread's death that counts: the server forks from its only one).
+        if prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != server:  # the server ended before the signal was armed
+            os._exit(1)
         for sock in close:
             sock.close()
         os.close(folder)
@@ -404,6 +444,7 @@ def serve(address: Path, preload: Sequence[str] = PRELOAD) -> None:
     folder = _open_private(address.parent)
     for name in preload:
         importlib.import_module(name)
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: a forked child only calls it
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     staging = f"{address.stem}.{os.getpid()}.tmp"
     with contextlib.suppress(FileNotFoundError):
@@ -415,6 +456,7 @@ def serve(address: Path, preload: Sequence[str] = PRELOAD) -> None:
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     children: dict[int, socket.socket] = {}
+    server = os.getpid()
     idle_since = time.monotonic()
     print(f"sweetspot warm-start server {os.getpid()} ready at {address}", flush=True)
     try:
@@ -440,13 +482,13 @@ def serve(address: Path, preload: Sequence[str] = PRELOAD) -> None:
                     _import(module)
                     pid = os.fork()
                     if pid == 0:
-                        _child(request, fds, [listener, conn, *children.values()], folder)
+                        _child(request, fds, [listener, conn, *children.values()], folder, server, prctl)
                     for fd in fds:
                         os.close(fd)
                     children[pid] = conn
                     selector.register(conn, selectors.EVENT_READ, pid)
                     with contextlib.suppress(OSError):  # a client gone already shows up as EOF next
-                        _send(conn, {"pid": pid, "server": os.getpid()})
+                        _send(conn, {"pid": pid, "server": server})
                 else:  # the job's own process closed its end: it was cancelled or killed
                     pid = key.data
                     if pid in children:
