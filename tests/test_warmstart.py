@@ -7,6 +7,7 @@ separate evaluate job. Apart from the model jobs, the jobs here are tests/warmst
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import os
 import pwd
@@ -421,6 +422,28 @@ def test_a_killed_server_takes_its_job_with_it_and_a_rerun_recovers(server, here
     code, err = finish(client("warmstart_jobs:write_after", {"path": str(out), "seconds": 0}, True, here))
     assert code == 0 and int(SERVER.search(err).group(2)) != server_pid, err
     assert out.read_text() == "written"
+
+
+def test_a_starting_server_removes_only_the_files_of_servers_that_are_gone(here):
+    address = warmstart.server_address("warmstart_jobs:report")
+    folder = address.parent
+    folder.mkdir(mode=0o700)
+    dead, live, starting = "a" * 20, "b" * 20, "c" * 20
+    with socket.socket(socket.AF_UNIX) as gone_socket:
+        gone_socket.bind(str(folder / f"{dead}.sock"))  # a socket file nobody listens at
+    for name in (f"{dead}.log", f"{dead}.lock", f"{dead}.4242.tmp", f"{live}.log", f"{starting}.log", "notes.txt"):
+        (folder / name).write_text("")
+    with socket.socket(socket.AF_UNIX) as live_socket, open(folder / f"{starting}.lock", "w") as lock:
+        live_socket.bind(str(folder / f"{live}.sock"))
+        live_socket.listen()
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a client starting that server holds it
+        proc = start_server(address, client_env(here))
+        proc.kill()
+        proc.wait()
+    left = {path.name for path in folder.iterdir()}
+    assert not {name for name in left if name.startswith(dead)}
+    assert {f"{live}.sock", f"{live}.log", f"{starting}.lock", f"{starting}.log", "notes.txt"} <= left
+    assert address.with_suffix(".log").name in left
 
 
 # --- real model jobs ---------------------------------------------------------------------------

@@ -71,6 +71,7 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 PRELOAD = ("torch", "torchvision", "timm", "captum.attr", "pandas", "pyarrow.parquet", "scipy.ndimage", "jsonschema",
            "safetensors.torch", "PIL.Image")
 TARGET = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")  # module:function
+SERVER_FILE = re.compile(r"([0-9a-f]{20})\.(?:sock|lock|log|\d+\.tmp)")  # <key>.<what> in the private folder
 
 
 def run(target: str, kwargs: Mapping[str, Any], *, log_path: str | None, warm: bool) -> None:
@@ -225,10 +226,14 @@ def _peer(sock: socket.socket) -> tuple[int, int]:
 
 
 def _lock(folder: int, key: str) -> int:
-    """Hold <key>.lock: while one client starts that server, the others wait."""
-    lock = os.open(f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    return lock
+    """Hold <key>.lock: while one client starts that server, the others wait and no cleanup takes its files."""
+    while True:
+        lock = os.open(f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(f"{key}.lock", dir_fd=folder, follow_symlinks=False).st_ino == os.fstat(lock).st_ino:
+                return lock
+        os.close(lock)  # a cleanup removed the file while we waited for it: lock the one in its place
 
 
 # --- client -----------------------------------------------------------------------------------
@@ -436,12 +441,39 @@ def _import(module: str) -> None:
         print(f"importing {module} failed ({error!r}); the job reports why", flush=True)
 
 
+def _remove_stale(folder: int, keep: str) -> None:
+    """Remove the files of other servers that are gone: none listens at their socket, and none is starting."""
+    keys = {match.group(1) for name in os.listdir(folder) if (match := SERVER_FILE.fullmatch(name))} - {keep}
+    for key in sorted(keys):
+        try:
+            lock = os.open(f"{key}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=folder)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a client holds it while it starts that server
+            sock = _connect(folder, Path(f"{key}.sock"))
+            if sock is not None:
+                sock.close()  # alive
+                continue
+            for name in os.listdir(folder):
+                match = SERVER_FILE.fullmatch(name)
+                if match and match.group(1) == key and name != f"{key}.lock":
+                    os.unlink(name, dir_fd=folder)
+            os.unlink(f"{key}.lock", dir_fd=folder)  # last, still held: a client waiting for it locks a new one
+        except (BlockingIOError, PermissionError, FileNotFoundError):
+            continue  # being started, another user's socket, or removed meanwhile
+        finally:
+            os.close(lock)
+
+
 def serve(address: Path, preload: Sequence[str] = PRELOAD) -> None:
     """Import `preload`, then fork one child per job until idle; each job's module is imported here first.
 
-    `address` is a socket in a private folder (server_address).
+    `address` is a socket in a private folder (server_address); a server starting there first
+    removes the files of other servers that are gone.
     """
     folder = _open_private(address.parent)
+    _remove_stale(folder, keep=address.stem)
     for name in preload:
         importlib.import_module(name)
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: a forked child only calls it
@@ -475,6 +507,9 @@ def serve(address: Path, preload: Sequence[str] = PRELOAD) -> None:
                         request, fds = _recv(conn, max_fds=2)
                         conn.settimeout(None)
                         module = request["target"].partition(":")[0]
+                    except ConnectionError:  # closed before a request: a cleanup's probe, or a client gone
+                        conn.close()
+                        continue
                     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
                         print(f"refused a malformed request: {error!r}", flush=True)
                         conn.close()
