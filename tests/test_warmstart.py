@@ -1,6 +1,8 @@
 """How a job runs changes nothing it computes: `warmstart.run` calls a function in a child forked
 from the warm server or in the job's own process, with the same arguments and log either way; the
-child dies with its client, reports its failure, and never starts a server inside SLURM. A real
+child reports its failure, and no server starts inside SLURM. Only this user's processes meet at
+the socket (a planted folder, another user's server or client are refused), no job process
+outlives its client or its server, and a starting server removes dead servers' files. A real
 model job gives the numbers of a fresh process, and a fused dense+evaluate job gives those of a
 separate evaluate job. Apart from the model jobs, the jobs here are tests/warmstart_jobs.py."""
 

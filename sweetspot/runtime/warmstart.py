@@ -9,25 +9,39 @@ A forked child is the process a fresh interpreter would be after the same import
 numbers are the same (tests/test_warmstart.py compares them). The runtime knows nothing of what
 it runs: the workflow's scripts name the function and its arguments.
 
-What keeps this safe:
+What keeps the numbers right:
 - the server runs no threads of its own (forking a threaded process can hand the child a held
   lock; the one thread its imports start, pyarrow's jemalloc purger, is fork-safe) and never
   runs job code itself (it imports a job's module before forking, so that later jobs find it
   imported, but calls functions only in children), so no torch thread pool or CUDA context
   exists when it forks;
-- the child gets the job's environment and working directory; if the job's own process dies
-  (Snakemake cancelled or killed), the server kills the child before it can write more;
-- the function gets its arguments decoded from JSON whether it runs warm or not;
-- the socket's name hashes the interpreter, PYTHONPATH, and the source files of this package and
-  of the target's package: edited code gets a new server; a server exits after IDLE_SECONDS
-  without jobs;
+- the child gets the job's environment and working directory, and the function gets its
+  arguments decoded from JSON whether it runs warm or not;
+- the socket's name hashes the interpreter, PYTHONPATH, the checkout's location and the source
+  files of this package and of the target's package: edited code, or another checkout, gets
+  its own server; a server exits after IDLE_SECONDS without jobs;
 - inside a SLURM allocation (SLURM_JOB_ID set) jobs always run in their own process: a server
-  would belong to the first job's cgroup and die with it;
-- the socket lives in a private per-user folder under TMPDIR (jobs send it their environment);
-- when no server can be started, the job runs in its own process and says why on stderr.
+  would belong to the first job's cgroup and die with it.
 
-Snakemake's benchmark files then measure the job's client process: its wall time is the job's,
-its cpu_time and max_rss are not. The child logs its own CPU time and peak memory at the end.
+What keeps it private (a job hands the server its environment and output streams):
+- the socket lives in a folder only this user may use, $XDG_RUNTIME_DIR/sweetspot, else
+  $TMPDIR/sweetspot-<uid>; the folder is opened without following links, checked on the opened
+  descriptor and reached through it, so another user cannot redirect jobs by planting or
+  swapping its name;
+- each end checks the other's user id (SO_PEERCRED) before it sends or reads anything.
+
+What keeps a failed job failed: Snakemake removes a failed job's outputs, and if a job process
+wrote them afterwards, the next run would take the job as done. So no job process outlives the
+process Snakemake waits for:
+- the server kills a child whose client closed its connection (Snakemake cancelled or killed
+  the job);
+- a child dies with its server (PR_SET_PDEATHSIG), and a client that sees its server vanish
+  kills the child and waits until it has ended before it exits non-zero;
+- a server starting up removes the lock, log and socket files of servers that are gone.
+
+When no server can be reached or started, the job runs in its own process and says why on
+stderr. A warm job's Snakemake benchmark file measures its client process: the wall time is the
+job's, cpu_time and max_rss are not; the child logs its own CPU time and peak memory at the end.
 """
 
 from __future__ import annotations
