@@ -48,7 +48,7 @@ IMPORTS = {
     "report job (sweetspot)": "from sweetspot.jobs import reports; from sweetspot.runtime import joblog; from sweetspot.analysis import table, plots, gallery",
 }
 IMPORTS["evaluate job, all"] = f"{IMPORTS['snakemake script preamble']}; {IMPORTS['evaluate job (sweetspot)']}"
-# With warm_start a model job's own process only connects to the fork server (sweetspot/forkserver.py).
+# With warm_start a model job's own process only connects to the warm-start server (sweetspot/runtime/warmstart.py).
 IMPORTS["model job client, warm start"] = f"{IMPORTS['snakemake script preamble']}; from sweetspot.runtime import warmstart"
 
 

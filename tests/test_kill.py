@@ -5,13 +5,17 @@ times: a prune job's process in mid-training, the whole Snakemake process tree t
 evaluate job has written its first task file, and the aggregate job right after it wrote
 metrics.parquet. After each kill no output of the killed job may be taken as finished: it is
 absent, or (when Snakemake itself died) whole but marked incomplete so that no run uses it.
-The last rerun must reproduce the reference's metrics.parquet value for value.
+The last rerun must reproduce the reference's metrics.parquet value for value. A warm-start
+server killed in the middle of a job fails that job for good: its forked process ends before
+Snakemake removes the outputs, so nothing appears afterwards, and a rerun completes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import re
 import signal
 import subprocess
 import time
@@ -40,12 +44,12 @@ PRUNED = "resnet/magnitude/0.5/seed0"
 STEP_TIMEOUT = 480  # seconds any one wait may take before the test fails instead of hanging
 
 
-def start(workdir: Path, *args: str, cores: int = 2) -> subprocess.Popen:
+def start(workdir: Path, *args: str, cores: int = 2, target: str = TARGET, **env: str) -> subprocess.Popen:
     """Snakemake in its own session, so that this test can kill exactly its process tree."""
     log = workdir / f"snakemake-{time.monotonic_ns()}.log"
     with open(log, "w") as fh:
-        run = subprocess.Popen([snakemake_bin(), "--cores", str(cores), *args, TARGET], cwd=workdir, stdout=fh,
-                               stderr=subprocess.STDOUT, env={**os.environ, "PYTHONHASHSEED": "0"},
+        run = subprocess.Popen([snakemake_bin(), "--cores", str(cores), *args, target], cwd=workdir, stdout=fh,
+                               stderr=subprocess.STDOUT, env={**os.environ, "PYTHONHASHSEED": "0", **env},
                                start_new_session=True)
     run.log_path = log
     return run
@@ -117,6 +121,14 @@ def kill_tree(run: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
     run.wait(timeout=30)
+
+
+def ended(pid: int) -> bool:
+    """No such process, or a zombie, which can write nothing more."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def present(workdir: Path, relative: str) -> bool:
@@ -199,3 +211,36 @@ def test_killed_jobs_leave_nothing_complete_and_reruns_reproduce_the_uninterrupt
     redone, uninterrupted = (load_file(d / checkpoint) for d in (killed_dir, reference_dir))
     assert redone.keys() == uninterrupted.keys()
     assert all(torch.equal(redone[k], uninterrupted[k]) for k in redone)
+
+
+def test_a_killed_warm_start_server_fails_its_job_for_good_and_a_rerun_completes(tmp_path):
+    config = copy.deepcopy(CONFIG)
+    config.update(warm_start=True, tasks={"accuracy": CONFIG["tasks"]["accuracy"]})
+    config["pruning"]["recovery"]["epochs"] = 20  # seconds of training: time to kill the server mid-job
+    workdir = write_study(tmp_path / "study", config)
+    runtime = tmp_path / "xdg"
+    runtime.mkdir(mode=0o700)  # the servers' private folder, apart from the user's own servers
+    checkpoint = workdir / f"results/models/{PRUNED}.safetensors"
+    prune_log = workdir / f"results/logs/prune/{PRUNED}.log"
+    run = start(workdir, target=str(checkpoint.relative_to(workdir)), XDG_RUNTIME_DIR=str(runtime))
+    try:
+        started = re.compile(r"runs as process (\d+) of server (\d+)")
+        wait_for(lambda: "epoch 1/" in (prune_log.read_text() if prune_log.exists() else "")
+                 and len(started.findall(output_of(run))) == 2, run, "the prune job to train")
+        job, server = map(int, started.findall(output_of(run))[-1])  # dense ran first, then prune
+        os.kill(server, signal.SIGKILL)
+        assert finish(run) != 0
+        assert "Error in rule prune" in output_of(run) and "stopped during the job" in output_of(run)
+        assert ended(job), "the job's process outlived the Snakemake run that failed it"
+        time.sleep(5)  # the job would have gone on training and then written
+        assert not checkpoint.exists(), "the job of a killed server wrote its checkpoint after Snakemake failed it"
+        run = start(workdir, target=str(checkpoint.relative_to(workdir)), XDG_RUNTIME_DIR=str(runtime))
+        assert finish(run) == 0, output_of(run)[-3000:]
+        assert checkpoint.exists() and started.search(output_of(run))  # warm again, with a new server
+    finally:
+        if run.poll() is None:
+            kill_tree(run)
+        for log in runtime.rglob("*.log"):  # the rerun's server
+            for pid in re.findall(r"warm-start server (\d+) ready", log.read_text()):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGTERM)
