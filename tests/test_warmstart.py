@@ -3,8 +3,8 @@ from the warm server or in the job's own process, with the same arguments and lo
 child reports its failure, and no server starts inside SLURM. Only this user's processes meet at
 the socket (a planted folder, another user's server or client are refused), no job process
 outlives its client or its server, and a starting server removes dead servers' files. A real
-model job gives the numbers of a fresh process, and a fused dense+evaluate job gives those of a
-separate evaluate job. Apart from the model jobs, the jobs here are tests/warmstart_jobs.py."""
+model job gives the numbers of a fresh process. Apart from the model jobs, the jobs here are
+tests/warmstart_jobs.py."""
 
 from __future__ import annotations
 
@@ -28,14 +28,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from sweetspot import study as study_module
 from sweetspot.runtime import warmstart
 from sweetspot.data import synthetic
 from snakemake.utils import validate
 
 from conftest import ROOT, SCHEMA, TINY
 
+TRAIN_DENSE = "sweetspot.jobs.checkpoints:train_dense"
+
 SERVER = re.compile(r"runs as process (\d+) of server (\d+)")
-MODEL_JOB = "sweetspot.jobs.checkpoints:model_job"
 PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "tests")])  # the checkout and warmstart_jobs
 
 
@@ -238,11 +240,11 @@ def test_the_server_key_follows_the_code_it_runs(tmp_path, monkeypatch):
     package = tmp_path / "checkout" / "sweetspot"
     shutil.copytree(warmstart.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(warmstart, "PACKAGE", package)
-    before = warmstart.server_address(MODEL_JOB)
-    assert warmstart.server_address(MODEL_JOB) == before
+    before = warmstart.server_address(TRAIN_DENSE)
+    assert warmstart.server_address(TRAIN_DENSE) == before
     assert warmstart.server_address("sweetspot.jobs.reports:aggregate_job") == before  # one server per package
     (package / "pruning.py").write_text((package / "pruning.py").read_text() + "\n# edited\n")
-    assert warmstart.server_address(MODEL_JOB) != before
+    assert warmstart.server_address(TRAIN_DENSE) != before
     # the target's own package keys it too: an edited job module outside this package
     jobs = tmp_path / "jobs"
     jobs.mkdir()
@@ -323,14 +325,14 @@ def test_a_planted_or_open_socket_folder_gets_no_job(request, tmp, tmp_path, pla
 
 def test_the_socket_folder_is_xdg_runtime_dir_when_private_else_tmpdir(tmp, monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", tmp)
-    assert warmstart.server_address(MODEL_JOB).parent == Path(tmp) / "sweetspot"
+    assert warmstart.server_address(TRAIN_DENSE).parent == Path(tmp) / "sweetspot"
     fallback = Path(tempfile.gettempdir()) / f"sweetspot-{os.getuid()}"
     link = Path(tmp) / "link"
     link.symlink_to(tmp)
     for runtime, mode in ((str(link), 0o700), (tmp, 0o755), ("", 0o700)):
         Path(tmp).chmod(mode)
         monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
-        assert warmstart.server_address(MODEL_JOB).parent == fallback, (runtime, oct(mode))
+        assert warmstart.server_address(TRAIN_DENSE).parent == fallback, (runtime, oct(mode))
     Path(tmp).chmod(0o700)
 
 
@@ -463,20 +465,29 @@ def study(tmp_path_factory):
     return root, config
 
 
-def dense_job(root: Path, config: dict, name: str) -> dict:
-    """The arguments workflow/scripts/dense.py gives model_job with fuse_evaluation."""
-    return dict(rule="dense", config=config, wildcards={"arch": "vit", "seed": "0"}, start=None,
-                checkpoint=str(root / name / "dense.safetensors"),
-                outputs={"accuracy": str(root / name / "accuracy.parquet")}, threads=1)
+EVALUATE_TASK = "sweetspot.jobs.evaluation:evaluate_task"
+
+
+def job_args(root: Path, config: dict, name: str) -> tuple[dict, dict]:
+    """The arguments workflow/scripts/model_job.py gives the dense and accuracy jobs of the vit."""
+    common = dict(arch="vit", arch_cfg=config["architectures"]["vit"], seed=0, data=study_module.data_params(config),
+                  device="cpu", amp=False, threads=1)
+    dense = dict(out=str(root / name / "dense.safetensors"), schedule=study_module.schedule(config, "vit"), **common)
+    accuracy = dict(out=str(root / name / "accuracy.parquet"), task="accuracy", settings=config["tasks"]["accuracy"],
+                    method="dense", sparsity="0", checkpoint=dense["out"], **common)
+    return dense, accuracy
 
 
 def test_a_warm_started_model_job_gives_the_numbers_of_a_fresh_process(study, tmp):
     root, config = study
     runs = {}
     for name, warm in (("cold", False), ("warm", True), ("warm-again", True)):
-        code, err = finish(client(MODEL_JOB, dense_job(root, config, name), warm, tmp, root / name / "dense.log"))
+        dense, accuracy = job_args(root, config, name)
+        code, err = finish(client(TRAIN_DENSE, dense, warm, tmp, root / name / "dense.log"))
         assert code == 0, err
         runs[name] = err
+        code, err = finish(client(EVALUATE_TASK, accuracy, warm, tmp, root / name / "accuracy.log"))
+        assert code == 0, err
     assert not SERVER.search(runs["cold"])
     first, second = SERVER.search(runs["warm"]), SERVER.search(runs["warm-again"])
     assert first and second and first.group(2) == second.group(2)  # the second job reused the server
@@ -489,18 +500,3 @@ def test_a_warm_started_model_job_gives_the_numbers_of_a_fresh_process(study, tm
         pd.testing.assert_frame_equal(pd.read_parquet(root / "cold" / "accuracy.parquet"),
                                       pd.read_parquet(root / name / "accuracy.parquet"))
         assert "warm-started job process" in (root / name / "dense.log").read_text()  # its own CPU and memory
-
-
-def test_fused_evaluation_gives_the_numbers_of_a_separate_evaluate_job(study, tmp):
-    root, config = study
-    fused = dense_job(root, config, "fused")
-    code, err = finish(client(MODEL_JOB, fused, False, tmp, root / "fused" / "dense.log"))
-    assert code == 0, err
-    separate = dict(rule="evaluate", config=config, wildcards={"arch": "vit", "method": "dense", "sparsity": "0",
-                                                                "seed": "0"},
-                    start=None, checkpoint=fused["checkpoint"],
-                    outputs={"accuracy": str(root / "separate" / "accuracy.parquet")}, threads=1)
-    code, err = finish(client(MODEL_JOB, separate, False, tmp, root / "separate" / "evaluate.log"))
-    assert code == 0, err
-    pd.testing.assert_frame_equal(pd.read_parquet(root / "fused" / "accuracy.parquet"),
-                                  pd.read_parquet(root / "separate" / "accuracy.parquet"))

@@ -14,7 +14,6 @@ trained exactly like it, minus the mask:
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import logging
 import time
@@ -198,13 +197,16 @@ def _calibrate(model: torch.nn.Module, recovery: Mapping, schedule: Mapping, arc
         return {"calibration": {"dataset": "train", "folds": [list(items[:n])]}}
     samples = sorted(registry.load_eval(name, data, size), key=lambda s: hashlib.sha1(s.item.encode()).hexdigest())
     folds = [[s for s in samples if crossfit_fold(s.item) == k][:n] for k in (0, 1)]
-    other = copy.deepcopy(model)
-    training.bn_reestimate(other, np.stack([s.image for s in folds[1]]), preprocess=preprocess, batch_size=batch_size,
+    # update_bn resets the statistics before each estimate: calibrate on the second half, keep a
+    # copy of those buffers, then calibrate the model itself on the first half.
+    training.bn_reestimate(model, np.stack([s.image for s in folds[1]]), preprocess=preprocess, batch_size=batch_size,
                            device=dev)
+    other = {f"crossfit.{k}": v.detach().cpu().clone() for k, v in model.named_buffers()
+             if not k.endswith("_mask")}  # pruning masks are buffers until finalize
     training.bn_reestimate(model, np.stack([s.image for s in folds[0]]), preprocess=preprocess, batch_size=batch_size,
                            device=dev)
     return {"calibration": {"dataset": name, "folds": [[s.item for s in fold] for fold in folds]},
-            "crossfit_buffers": {f"crossfit.{k}": v.detach().cpu() for k, v in other.named_buffers()}}
+            "crossfit_buffers": other}
 
 
 def _save(out: str, model: torch.nn.Module, *, arch: str, arch_cfg: Mapping, method: str, sparsity: float, seed: int,

@@ -15,12 +15,11 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 REFERENCE_COLUMNS = ("experiment", "condition", "metric", "value", "std", "n")
 
 
-def decide(logits: torch.Tensor | np.ndarray, class_groups: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+def decide(logits, class_groups: Sequence[Sequence[int]] | None = None) -> np.ndarray:
     """Decision per row of logits (N, C) as an int64 array of N class indices.
 
     Without class_groups: the arg-max over the model's own classes. With class_groups (one
@@ -28,6 +27,8 @@ def decide(logits: torch.Tensor | np.ndarray, class_groups: Sequence[Sequence[in
     softmax over all C classes, mean probability within each group, arg-max over the groups
     (model-vs-human's ImageNetProbabilitiesTo16ClassesMapping uses the mean).
     """
+    import torch  # here only: the aggregation reads this module without a model
+
     logits = torch.as_tensor(logits)
     if logits.ndim != 2:
         raise ValueError(f"logits must be (N, C); got shape {tuple(logits.shape)}")
