@@ -194,3 +194,87 @@ def test_dispatch_errors_are_clear():
         pruning.prune(resnet(), "snip", 0.5)
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         pruning.prune(resnet(), "magnitude", 1.0)
+
+
+# --- SNIP as published: scores at an initialisation where every weight has a gradient ------------
+
+
+def _snip_scores(name: str, size: int, reset: bool) -> dict[str, torch.Tensor]:
+    from sweetspot import models
+
+    model = models.initial_model({"timm": name, "kwargs": {}}, 10, seed=0)
+    if reset:
+        models.reset_zero_init_norms(model)
+    torch.manual_seed(1)
+    batch = (torch.randn(8, 3, size, size), torch.randint(0, 10, (8,)))
+    return pruning.snip_scores(model, [batch], nn.functional.cross_entropy)
+
+
+@pytest.mark.parametrize("name, size", [("test_resnet", 48), ("resnet18", 64), ("resnet50", 64)])
+def test_snip_scores_are_rarely_exactly_zero_once_zero_initialised_norms_are_reset(name, size):
+    assert pruning.zero_score_fraction(_snip_scores(name, size, reset=False)) > 0.8  # timm's zero_init_last
+    assert pruning.zero_score_fraction(_snip_scores(name, size, reset=True)) < pruning.MAX_ZERO_SCORE_FRACTION
+
+
+def test_snip_refuses_a_model_whose_gradients_are_zero_by_construction():
+    model = resnet()  # timm's ResNet as created: every residual branch closed by a zero norm scale
+    batch = (torch.randn(8, 3, 48, 48), torch.randint(0, 10, (8,)))
+    with pytest.raises(pruning.SnipScoreError, match=r"SNIP on test_resnet: \d+\.\d% of the connection scores are "
+                                                     r"exactly zero .*zero_init_last"):
+        pruning.prune(model, "snip", 0.5, batches=[batch], loss_fn=nn.functional.cross_entropy, name="test_resnet")
+    assert not pruning.is_pruned(model)  # nothing was masked
+
+
+@pytest.mark.parametrize("name, size", [("test_resnet", 48), ("resnet18", 64)])
+def test_snip_at_half_sparsity_collapses_no_layer(name, size):
+    from sweetspot import models
+
+    model = models.initial_model({"timm": name, "kwargs": {}}, 10, seed=0)
+    models.reset_zero_init_norms(model)
+    torch.manual_seed(1)
+    batch = (torch.randn(16, 3, size, size), torch.randint(0, 10, (16,)))
+    pruning.prune(model, "snip", 0.5, batches=[batch], loss_fn=nn.functional.cross_entropy, seed=0)
+    layers = pruning.layer_sparsity(model)
+    assert pruning.collapsed_units(layers) == [] and max(layers.values()) < 0.99
+    assert pruning.measured_sparsity(model) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_the_mask_of_lowest_scores_equals_torchs_global_pruning_without_ties_and_breaks_ties_by_seed():
+    from torch.nn.utils import prune as torch_prune
+
+    model, reference = resnet(), resnet()
+    modules = pruning.prunable_modules(model)
+    scores = {name: torch.rand(m.weight.shape, generator=torch.Generator().manual_seed(i))
+              for i, (name, m) in enumerate(modules)}
+    amount = total_count(model) // 3
+    pruning.install_mask_of_lowest(modules, scores, amount, seed=0)
+    reference_modules = dict(pruning.prunable_modules(reference))
+    torch_prune.global_unstructured([(reference_modules[n], "weight") for n, _ in modules],
+                                    pruning_method=torch_prune.L1Unstructured, amount=amount,
+                                    importance_scores={(reference_modules[n], "weight"): scores[n] for n, _ in modules})
+    for name, module in modules:
+        assert torch.equal(module.weight_mask, reference_modules[name].weight_mask)
+
+    tied = {name: torch.zeros(m.weight.shape) for name, m in modules}  # every score tied at the threshold
+    kept = []
+    for seed in (0, 0, 1):
+        model = resnet()
+        modules = pruning.prunable_modules(model)
+        pruning.install_mask_of_lowest(modules, tied, amount, seed=seed)
+        kept.append(torch.cat([m.weight_mask.flatten() for _, m in modules]))
+        assert int((kept[-1] == 0).sum()) == amount
+    assert torch.equal(kept[0], kept[1]) and not torch.equal(kept[0], kept[2])
+    # a seeded random choice among ties prunes every layer, not the first layers in memory order
+    pruned_share = [float((m.weight_mask == 0).float().mean()) for _, m in modules]
+    assert max(pruned_share) < 0.6 and min(pruned_share) > 0.1
+
+
+def test_layer_sparsity_reports_the_query_key_and_value_of_a_fused_projection_apart():
+    model = vit()
+    qkv = model.blocks[0].attn.qkv
+    with torch.no_grad():
+        qkv.weight[qkv.out_features // 3: 2 * qkv.out_features // 3] = 0  # every key weight
+    layers = pruning.layer_sparsity(model)
+    assert layers["blocks.0.attn.qkv[k]"] == 1.0 and layers["blocks.0.attn.qkv[q]"] == 0.0
+    assert "blocks.0.attn.qkv" not in layers and "blocks.0.mlp.fc1" in layers
+    assert pruning.collapsed_units(layers) == ["blocks.0.attn.qkv[k]"]

@@ -1,4 +1,5 @@
-"""End-to-end: the whole DAG on a tiny config, as a user runs it."""
+"""End-to-end: the whole DAG on the tiny study (tests/configs/tiny.yaml), as a user runs it, and
+what a later edit of its config plans."""
 
 from __future__ import annotations
 
@@ -6,20 +7,19 @@ import copy
 import re
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from sweetspot import contract
-from conftest import TINY, run_snakemake, write_study
+from sweetspot import catalog, contract
+from conftest import ROOT, TINY, run_snakemake, write_study
 
-FAST = {"warm_start": True, "fuse_evaluation": True}
+ARCHS = ("resnet", "vit")
 
 
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory):
-    # as the default study runs: model jobs forked from a warm server, evaluation fused into them
-    # (the SLURM and kill tests run the other way: separate evaluate jobs, fresh processes)
-    workdir = write_study(tmp_path_factory.mktemp("study"), {**copy.deepcopy(TINY), **FAST})
+    workdir = write_study(tmp_path_factory.mktemp("study"), copy.deepcopy(TINY))
     proc = run_snakemake(workdir)
     (workdir / "run.log").write_text(proc.stdout + proc.stderr)
     return workdir
@@ -29,17 +29,33 @@ def test_tiny_study_runs_end_to_end(finished_study):
     results = finished_study / "results"
     metrics = pd.read_parquet(results / "metrics.parquet")
     contract.validate(metrics)
-    assert set(metrics["task"]) == set(contract.TASKS)
-    assert set(metrics["method"]) == {"dense", "magnitude", "imp", "snip", "random"}
-    assert set(metrics["arch"]) == {"resnet", "vit"}
+    assert set(metrics["task"]) == set(catalog.TASKS)
+    assert set(metrics["method"]) == {"dense", "control-finetune", "control-snip", "magnitude", "imp", "snip", "random"}
     for name in ("sweet_spots.csv", "sweet_spots.md", "sweet_spots.parquet", "summary.md"):
         assert (results / name).stat().st_size > 0
     assert "warm start, the job runs as process" in (finished_study / "run.log").read_text()
-    for png in ("plots/curves-accuracy.png", "plots/gains-vit.png", "plots/gallery/resnet-imp.png"):
+    for png in ("plots/curves-accuracy.png", "plots/gallery/resnet-imp.png"):
         assert (results / png).read_bytes()[:4] == b"\x89PNG"
-    # every pruned checkpoint hit its target sparsity
-    pruned = metrics[metrics["method"] != "dense"].drop_duplicates(["arch", "method", "sparsity"])
+    pruned = metrics[~metrics["method"].isin(["dense", "control-finetune", "control-snip"])]
+    pruned = pruned.drop_duplicates(["arch", "method", "sparsity"])
     assert ((pruned["sparsity_actual"] - pruned["sparsity"]).abs() <= 0.005).all()
+
+
+def test_every_checkpoint_has_structure_rows_and_the_table_names_controls_and_sweet_spots(finished_study):
+    results = finished_study / "results"
+    metrics = pd.read_parquet(results / "metrics.parquet")
+    checkpoints = metrics.drop_duplicates(["arch", "method", "sparsity", "seed"])
+    structure = metrics[metrics["task"] == "structure"].drop_duplicates(["arch", "method", "sparsity", "seed"])
+    assert len(structure) == len(checkpoints) == 2 * (3 + 4 * 2)
+    table = pd.read_csv(results / "sweet_spots.csv", keep_default_na=False, na_values=[""])
+    assert {"control", "sweet_spot", "control_value", "dense_value", "best_any_sparsity"} <= set(table.columns)
+    assert set(table.loc[table["method"] == "snip", "control"]) == {"control-snip"}
+    assert set(table.loc[table["method"] == "imp", "control"]) == {"control-finetune"}
+    curves = pd.read_parquet(results / "curves.parquet")
+    spots = curves[curves["sweet_spot"]]
+    assert (spots["top1_lower"] > -1.0 / 100).all() and (spots["collapsed_layers"] == 0).all()
+    bias = curves[(curves["metric"] == "shape_bias") & (curves["sparsity"] > 0) & np.isfinite(curves["gain"])]
+    assert len(bias) and np.isfinite(bias[["ci_low", "ci_high"]].to_numpy(float)).all()  # one seed, still an interval
 
 
 def test_rerun_does_nothing(finished_study):
@@ -65,18 +81,57 @@ def planned_jobs(workdir) -> set[str]:
     return jobs
 
 
-def test_an_added_sparsity_plans_only_the_jobs_that_depend_on_it(finished_study, tmp_path):
-    # (the unfused DAG, with its separate evaluate jobs, is checked the same way on SLURM in test_slurm.py)
-    config = {**copy.deepcopy(TINY), **FAST}
+def edited_copy(finished_study, tmp_path, edit) -> set[str]:
     workdir = tmp_path / "study"
     shutil.copytree(finished_study, workdir, symlinks=True)
-    config["pruning"]["sparsities"] = [0.5, 0.65, 0.8]
+    config = copy.deepcopy(TINY)
+    edit(config)
     write_study(workdir, config)
-    jobs = planned_jobs(workdir)
-    # the new level for every method, and the IMP level above it (it now starts from 0.65)
-    expected = {f"prune arch={a}, method={m}, sparsity=0.65, seed=0" for a in ("resnet", "vit")
-                for m in ("magnitude", "imp", "snip", "random")}
-    expected |= {f"prune arch={a}, method=imp, sparsity=0.8, seed=0" for a in ("resnet", "vit")}
-    expected |= {f"gallery arch={a}, method={m}" for a in ("resnet", "vit") for m in ("magnitude", "imp", "snip", "random")}
+    return planned_jobs(workdir)
+
+
+def evaluations(task, checkpoints) -> set[str]:
+    return {f"evaluate task={task}, arch={a}, method={m}, sparsity={s}, seed=0" for a, m, s in checkpoints}
+
+
+def all_checkpoints():
+    out = []
+    for arch in ARCHS:
+        out += [(arch, "dense", "0"), (arch, "control-finetune", "0"), (arch, "control-snip", "0")]
+        out += [(arch, m, s) for m in ("magnitude", "imp", "snip", "random") for s in ("0.5", "0.8")]
+    return out
+
+
+def test_an_added_sparsity_plans_only_the_jobs_that_depend_on_it(finished_study, tmp_path):
+    jobs = edited_copy(finished_study, tmp_path, lambda c: c["pruning"].update(sparsities=[0.5, 0.65, 0.8]))
+    new = [(a, m, "0.65") for a in ARCHS for m in ("magnitude", "imp", "snip", "random")]
+    rebuilt = new + [(a, "imp", "0.8") for a in ARCHS]  # the IMP level above it now starts from 0.65
+    expected = {f"prune arch={a}, method={m}, sparsity={s}, seed=0" for a, m, s in rebuilt}
+    for task in catalog.TASKS:
+        expected |= evaluations(task, rebuilt)
+    expected |= {f"gallery arch={a}, method={m}" for a in ARCHS for m in ("magnitude", "imp", "snip", "random")}
     expected |= {"aggregate", "plots", "all"}
     assert jobs == expected
+
+
+def test_a_changed_task_setting_reruns_only_that_tasks_evaluations(finished_study, tmp_path):
+    jobs = edited_copy(finished_study, tmp_path, lambda c: c["tasks"]["discovery"].update(k_patches=50))
+    assert jobs == evaluations("discovery", all_checkpoints()) | {"aggregate", "plots", "all"}
+
+
+def test_an_added_task_plans_only_its_jobs(finished_study, tmp_path):
+    """The study finished without the alignment task, then the task is added back to the config."""
+    workdir = tmp_path / "study"
+    shutil.copytree(finished_study, workdir, symlinks=True)
+    without = copy.deepcopy(TINY)
+    del without["tasks"]["alignment"]
+    write_study(workdir, without)
+    run_snakemake(workdir)  # re-aggregates without it
+    shutil.rmtree(workdir / "results" / "metrics" / "alignment")
+    write_study(workdir, copy.deepcopy(TINY))
+    assert planned_jobs(workdir) == evaluations("alignment", all_checkpoints()) | {"aggregate", "plots", "all"}
+
+
+def test_snakemake_lint_finds_nothing():
+    proc = run_snakemake(ROOT, "--lint", "--configfile", str(ROOT / "tests" / "configs" / "tiny.yaml"), check=False)
+    assert proc.returncode == 0 and "Congratulations" in proc.stdout + proc.stderr, proc.stdout + proc.stderr

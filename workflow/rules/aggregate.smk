@@ -5,26 +5,6 @@
 
 localrules: aggregate, plots, human_data, synthetic_data
 
-# Alignment datasets with human trials: dataset -> human experiment.
-HUMAN_EXPERIMENTS = study.human_experiments(config)
-FIGURE_STEMS = [f"{RESULTS}/plots/curves-{task}" for task in TASKS if task != "structure"] + [
-    f"{RESULTS}/plots/gains-{arch}" for arch in ARCHS]
-
-
-def plot_targets():
-    targets = [f"{stem}.{ext}" for stem in FIGURE_STEMS for ext in ("png", "svg")]
-    if "interpretability" in TASKS and config["tasks"]["interpretability"].get("gallery_images", 4) > 0:
-        targets += [f"{RESULTS}/plots/gallery/{arch}-{method}.png" for arch in ARCHS for method in METHODS]
-    return targets
-
-
-def aggregate_inputs(wildcards):
-    inputs = {"evaluations": all_metrics()}
-    if HUMAN_EXPERIMENTS:
-        inputs["human_trials"] = f"{RESULTS}/human/trials.parquet"
-    return inputs
-
-
 rule aggregate:
     input:
         unpack(aggregate_inputs),

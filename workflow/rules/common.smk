@@ -26,6 +26,10 @@ TASKS = list(config["tasks"])
 CHECKPOINTS = study.checkpoints(config)
 CONTROLS = study.controls(config)  # pruning method -> its matched control
 DATA_PARAMS = study.data_params(config)
+# Alignment datasets with human trials: dataset -> human experiment.
+HUMAN_EXPERIMENTS = study.human_experiments(config)
+FIGURE_STEMS = [f"{RESULTS}/plots/curves-{task}" for task in TASKS if task != "structure"] + [
+    f"{RESULTS}/plots/gains-{arch}" for arch in ARCHS]
 
 
 def alternatives(names):
@@ -78,3 +82,43 @@ def final_targets():
     if HUMAN_EXPERIMENTS:
         targets.append(f"{RESULTS}/human/reference.csv")
     return targets
+
+
+def dense_weights(wildcards):
+    """A local weights file is an input, so a change to it redoes the study of that architecture."""
+    arch = config["architectures"][wildcards.arch]
+    return [arch["weights_path"]] if arch.get("weights", "scratch") == "file" else []
+
+
+def control_inputs(wildcards):
+    if wildcards.recipe == "snip":
+        return {}
+    return {"dense": checkpoint_path(wildcards.arch, catalog.DENSE, "0", wildcards.seed)}
+
+
+def prune_inputs(wildcards):
+    if wildcards.method == "snip":
+        return {}
+    parent = study.imp_parent(config, wildcards.sparsity) if wildcards.method == "imp" else None
+    if parent is None:
+        return {"start": checkpoint_path(wildcards.arch, catalog.DENSE, "0", wildcards.seed)}
+    return {"start": checkpoint_path(wildcards.arch, "imp", parent, wildcards.seed)}
+
+
+def task_resources(wildcards):
+    """evaluate's resources with the task's own `resources` on top."""
+    return {**res("evaluate"), **config["tasks"][wildcards.task].get("resources", {})}
+
+
+def plot_targets():
+    targets = [f"{stem}.{ext}" for stem in FIGURE_STEMS for ext in ("png", "svg")]
+    if "interpretability" in TASKS and config["tasks"]["interpretability"].get("gallery_images", 4) > 0:
+        targets += [f"{RESULTS}/plots/gallery/{arch}-{method}.png" for arch in ARCHS for method in METHODS]
+    return targets
+
+
+def aggregate_inputs(wildcards):
+    inputs = {"evaluations": all_metrics()}
+    if HUMAN_EXPERIMENTS:
+        inputs["human_trials"] = f"{RESULTS}/human/trials.parquet"
+    return inputs

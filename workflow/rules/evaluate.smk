@@ -3,11 +3,6 @@
 # profile can bundle a checkpoint's task jobs into one submission (profiles/slurm/config.yaml).
 
 
-def task_resources(wildcards):
-    """evaluate's resources with the task's own `resources` on top."""
-    return {**res("evaluate"), **config["tasks"][wildcards.task].get("resources", {})}
-
-
 rule evaluate:
     input:
         data_inputs,

@@ -3,27 +3,6 @@
 # SNIP and its control start from the seed's initialisation.
 
 
-def dense_weights(wildcards):
-    """A local weights file is an input, so a change to it redoes the study of that architecture."""
-    arch = config["architectures"][wildcards.arch]
-    return [arch["weights_path"]] if arch.get("weights", "scratch") == "file" else []
-
-
-def control_inputs(wildcards):
-    if wildcards.recipe == "snip":
-        return {}
-    return {"dense": checkpoint_path(wildcards.arch, catalog.DENSE, "0", wildcards.seed)}
-
-
-def prune_inputs(wildcards):
-    if wildcards.method == "snip":
-        return {}
-    parent = study.imp_parent(config, wildcards.sparsity) if wildcards.method == "imp" else None
-    if parent is None:
-        return {"start": checkpoint_path(wildcards.arch, catalog.DENSE, "0", wildcards.seed)}
-    return {"start": checkpoint_path(wildcards.arch, "imp", parent, wildcards.seed)}
-
-
 rule dense:
     input:
         data_inputs,
