@@ -6,7 +6,7 @@ reparametrisation (`weight = weight_orig * weight_mask`, applied by a forward pr
 so the mask holds during recovery training. `finalize` makes it permanent: afterwards
 the state dict has plain `weight` tensors with zeros, which is what checkpoints store.
 
-Sparsity is always the total fraction of zeros over the prunable weights (DESIGN.md §5).
+Sparsity is always the total fraction of zeros over the prunable weights (docs/methods.md, "Pruning").
 A model that already contains zeros (the previous IMP level, loaded from its checkpoint)
 is pruned to that total: magnitude and SNIP rank existing zeros lowest, so they stay zero.
 Biases, norms, position embeddings and class tokens are never touched.

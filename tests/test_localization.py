@@ -1,4 +1,4 @@
-"""Localisation and faithfulness metrics against direct implementations of DESIGN section 5 and Quantus."""
+"""Localisation and faithfulness metrics against direct implementations of their definitions (docs/methods.md) and Quantus."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LOST, CorLoc and mask IoU against direct implementations of their definitions (DESIGN 5)."""
+"""LOST, CorLoc and mask IoU against direct implementations of their definitions (docs/methods.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The cluster profile against a real SLURM cluster: profiles/slurm submits every non-local job
-with sbatch, gives the same results as a local run, and an added sparsity submits only its jobs.
+with sbatch (the evaluation jobs of one checkpoint bundled into one group submission), gives the
+same results as a local run, and an added sparsity submits only its jobs.
 
 Runs on the single-node cluster from ../shared/tools/local-slurm (root, as in CI) or on any
 machine where `sinfo` already works. The shipped profile is used as it is; the command line adds
@@ -115,9 +116,14 @@ def sorted_metrics(results: Path) -> pd.DataFrame:
 
 
 def grid_jobs(sparsities: list[str]) -> set[tuple[str, str]]:
-    """(rule, wildcards) of the prune and evaluate jobs of the small study's pruned checkpoints."""
-    return {(rule, f"resnet_{method}_{s}_0") for rule in ("prune", "evaluate")
-            for method in ("imp",) for s in sparsities}
+    """(rule or group, wildcards) of the prune job and the evaluation group of each pruned checkpoint."""
+    return ({("prune", f"resnet_imp_{s}_0") for s in sparsities}
+            | {(evaluation_group("imp", s), "") for s in sparsities})
+
+
+def evaluation_group(method: str, sparsity: str) -> str:
+    """The log folder of a checkpoint's bundled evaluation jobs (profiles/slurm: groups)."""
+    return f"group_eval_resnet_{method}_{sparsity}_0_evaluate"
 
 
 @pytest.fixture(scope="module")
@@ -141,9 +147,12 @@ def studies(cluster, tmp_path_factory):
 
 def test_every_cluster_job_went_through_sbatch(studies):
     submitted = sorted(studies["submitted"].values())
-    expected = sorted({("dense", "resnet_0"), ("evaluate", "resnet_dense_0_0")}
-                      | grid_jobs(["0.5"]))
+    expected = sorted({("dense", "resnet_0"), ("control", "resnet_finetune_0"), (evaluation_group("dense", "0"), ""),
+                       (evaluation_group("control-finetune", "0"), "")} | grid_jobs(["0.5"]))
     assert submitted == expected  # one sbatch each; data, aggregate and plots are local rules
+    # each group ran its checkpoint's three tasks (accuracy, discovery, structure) in one allocation
+    group_log = next((studies["slurm"] / ".snakemake" / "slurm_logs").glob("group_eval_resnet_imp_0.5_0_evaluate/*.log"))
+    assert all(f"task={task}" in group_log.read_text() for task in ("accuracy", "discovery", "structure"))
     assert (studies["slurm"] / "results" / "plots" / "curves-accuracy.png").is_file()
 
 
@@ -168,9 +177,11 @@ def test_added_sparsity_submits_only_its_jobs(studies):
     for job_id, record in slurm_records(list(submitted)).items():
         rule, wildcards = submitted[job_id]
         assert record["JobState"] == "COMPLETED"
+        assert "gpu" not in record.get("TresPerJob", "") + record.get("TresPerNode", "")
+        if rule.startswith("group_"):
+            continue  # a group asks for what its jobs need together
         assert record["Comment"] == f"rule_{rule}_wildcards_{wildcards}"
         assert record["TimeLimit"] == "00:10:00" and record["MinMemoryNode"] == "1000M"
-        assert "gpu" not in record.get("TresPerJob", "") + record.get("TresPerNode", "")
     assert all(p.stat().st_mtime_ns == mtime for p, mtime in done.items())  # nothing done before was redone
     metrics = sorted_metrics(results)
     assert set(metrics.loc[metrics["sparsity"] == 0.8, "method"]) == {"imp"}

@@ -1,4 +1,4 @@
-"""Human-alignment metrics of model-vs-human (DESIGN section 5), on plain arrays.
+"""Human-alignment metrics of model-vs-human (docs/methods.md, "alignment"), on plain arrays.
 
 Sources: Geirhos et al., "Partial success in closing the gap between human and machine
 vision", NeurIPS 2021 (github.com/bethgelab/model-vs-human: 16-class decisions, OOD accuracy,
@@ -68,7 +68,7 @@ def shape_bias(decisions: np.ndarray, shape: np.ndarray, texture: np.ndarray) ->
 def shape_or_texture(decisions: np.ndarray, shape: np.ndarray, texture: np.ndarray) -> float:
     """Fraction of cue-conflict trials (shape != texture) decided as either shape or texture.
 
-    Says how many decisions a shape bias rests on (DESIGN section 7); NaN without such trials.
+    Says how many decisions a shape bias rests on (docs/methods.md, "What a sweet spot is"); NaN without such trials.
     """
     decisions = np.asarray(decisions)
     conflict = _conflict(shape, texture)

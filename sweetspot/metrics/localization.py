@@ -1,7 +1,7 @@
 """Do attribution maps point at the object, and do they explain the prediction?
 
 Per-image scores, vectorised over a batch of maps (N, H, W) against object masks (N, H, W)
-(DESIGN section 5):
+(docs/methods.md, "interpretability"):
 
 - relevance mass accuracy (Arras et al. 2022): relevance inside the mask / total relevance;
 - relevance rank accuracy: with K = mask size, the fraction of the K highest pixels inside

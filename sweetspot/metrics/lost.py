@@ -1,6 +1,6 @@
 """LOST single-object discovery (Simeoni et al., BMVC 2021), batched, and its scores.
 
-Definition (DESIGN section 5), with the choices of the authors' public code made explicit:
+Definition (docs/methods.md, "discovery"), with the choices of the authors' public code made explicit:
 
 - A = F F^T per image. Degree of a patch = number of OTHER patches with A > 0 (the
   reference code zeroes the diagonal before counting).
@@ -15,7 +15,7 @@ Definition (DESIGN section 5), with the choices of the authors' public code made
 - Box = the component's bounding cells scaled to pixels, x0, y0, x1, y1 with x1, y1
   exclusive; a cell is image size / grid pixels.
 
-CorLoc (DESIGN section 5): a hit when the box has IoU >= 0.5 with at least one ground-truth box.
+CorLoc: a hit when the box has IoU >= 0.5 with at least one ground-truth box.
 """
 
 from __future__ import annotations
