@@ -35,7 +35,7 @@ def test_tiny_study_runs_end_to_end(finished_study):
     for name in ("sweet_spots.csv", "sweet_spots.md", "sweet_spots.parquet", "summary.md"):
         assert (results / name).stat().st_size > 0
     assert "warm start, the job runs as process" in (finished_study / "run.log").read_text()
-    for png in ("plots/curves-accuracy.png", "plots/gains-vit.png", "plots/gallery/resnet-imp.png"):
+    for png in ("plots/curves-accuracy.png", "plots/overview.png", "plots/gallery/resnet-imp.png"):
         assert (results / png).read_bytes()[:4] == b"\x89PNG"
     # every pruned checkpoint hit its target sparsity
     pruned = metrics[metrics["method"] != "dense"].drop_duplicates(["arch", "method", "sparsity"])

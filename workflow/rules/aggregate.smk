@@ -7,15 +7,31 @@ localrules: aggregate, plots, human_data, synthetic_data
 
 # Alignment datasets with human trials: dataset -> human experiment.
 HUMAN_EXPERIMENTS = study.human_experiments(config)
-FIGURE_STEMS = [f"{RESULTS}/plots/curves-{task}" for task in TASKS if task != "structure"] + [
-    f"{RESULTS}/plots/gains-{arch}" for arch in ARCHS]
+FIGURES = study.figures(config)  # figure name -> what the plots job draws there
 
 
 def plot_targets():
-    targets = [f"{stem}.{ext}" for stem in FIGURE_STEMS for ext in ("png", "svg")]
+    targets = [f"{RESULTS}/plots/{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
     if "interpretability" in TASKS and config["tasks"]["interpretability"].get("gallery_images", 4) > 0:
         targets += [f"{RESULTS}/plots/gallery/{arch}-{method}.png" for arch in ARCHS for method in METHODS]
     return targets
+
+
+def figure_in_report(name):
+    """A figure's PNG in the report: the overviews first, curves by task."""
+    spec, path = FIGURES[name], f"{RESULTS}/plots/{name}.png"
+    if spec["kind"] == "curves":
+        return report(path, caption="../report/curves.rst", category="2 Curves", subcategory=spec["task"])
+    if spec["role"] == "headline":
+        return report(path, caption="../report/overview.rst", category="1 Overview")
+    return report(path, caption="../report/overview_exploratory.rst", category="3 Exploratory metrics")
+
+
+def plots_inputs(wildcards):
+    inputs = {"curves": f"{RESULTS}/curves.parquet"}
+    if HUMAN_EXPERIMENTS:
+        inputs["reference"] = f"{RESULTS}/human/reference.csv"
+    return inputs
 
 
 def aggregate_inputs(wildcards):
@@ -55,15 +71,14 @@ rule aggregate:
 
 rule plots:
     input:
-        curves=f"{RESULTS}/curves.parquet",
+        unpack(plots_inputs),
     output:
-        figures=[
-            report(f"{stem}.{ext}", caption=f"../report/{Path(stem).name.split('-')[0]}.rst",
-                   category="Curves" if Path(stem).name.startswith("curves") else "Gains")
-            for stem in FIGURE_STEMS for ext in ("png", "svg")
-        ],
+        # PNG for the report, SVG for papers
+        figures=[figure_in_report(name) for name in FIGURES] + [f"{RESULTS}/plots/{name}.svg" for name in FIGURES],
     params:
         job="sweetspot.jobs.reports:draw_plots",
+        specs=FIGURES,
+        human_experiments=HUMAN_EXPERIMENTS,
     log:
         f"{RESULTS}/logs/plots.log",
     conda:
