@@ -1,5 +1,5 @@
-"""Figures (sweetspot.analysis.plots): what they draw, that they stay within a screen on
-study-sized inputs, and that their legends name methods and reference lines only."""
+"""Figures (sweetspot.analysis.plots) and the report's front page: what they draw, that they stay
+within a screen on study-sized inputs, and that their legends name methods and reference lines only."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from sweetspot import catalog, study
-from sweetspot.analysis import plots, table as sweetspots
+from sweetspot.analysis import front_page, plots, table as sweetspots
 from sweetspot.contract import COLUMNS
 from sweetspot.data import distortions
 from conftest import ROOT
@@ -221,3 +221,17 @@ def test_figures_of_computed_curves_never_show_a_diagnostic_metric(tmp_path):
         assert not any("raw probability" in label or "all-zero" in label for label in labels)
         plots.save(fig, tmp_path / "figure")
 
+
+def test_front_page_renders_the_summary_and_embeds_the_overview():
+    page = front_page.render("# When?\n\nText with `control` and **bold** <x>.\n\n**task**: two:\n- one\n- two\n"
+                             "  a note\n", b"\x89PNG fake")
+    assert "<h1>When?</h1>" in page and "<code>control</code>" in page and "<strong>bold</strong>" in page
+    assert "&lt;x&gt;" in page
+    assert "<ul>\n<li>one</li>\n<li>two</li>\n</ul>\n<p>a note</p>" in page
+    assert 'src="data:image/png;base64,' in page
+
+
+def test_front_page_lines_stay_short_for_docutils():
+    summary = "# When?\n\n" + " ".join(["**imp** at 0.9 (+0.01)"] * 2000) + "\n" + "- item\n" * 300
+    page = front_page.render(summary, bytes(range(256)) * 400)
+    assert max(len(line) for line in page.splitlines()) < 1000

@@ -12,23 +12,24 @@ FIGURES = study.figures(config)  # figure name -> what the plots job draws there
 
 def plot_targets():
     targets = [f"{RESULTS}/plots/{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
+    targets.append(f"{RESULTS}/summary.html")
     if "interpretability" in TASKS and config["tasks"]["interpretability"].get("gallery_images", 4) > 0:
         targets += [f"{RESULTS}/plots/gallery/{arch}-{method}.png" for arch in ARCHS for method in METHODS]
     return targets
 
 
 def figure_in_report(name):
-    """A figure's PNG in the report: the overviews first, curves by task."""
+    """A figure's PNG in the report: the overview beside the summary, curves by task."""
     spec, path = FIGURES[name], f"{RESULTS}/plots/{name}.png"
     if spec["kind"] == "curves":
         return report(path, caption="../report/curves.rst", category="2 Curves", subcategory=spec["task"])
     if spec["role"] == "headline":
-        return report(path, caption="../report/overview.rst", category="1 Overview")
+        return report(path, caption="../report/overview.rst", category="1 Summary")
     return report(path, caption="../report/overview_exploratory.rst", category="3 Exploratory metrics")
 
 
 def plots_inputs(wildcards):
-    inputs = {"curves": f"{RESULTS}/curves.parquet"}
+    inputs = {"curves": f"{RESULTS}/curves.parquet", "summary": f"{RESULTS}/summary.md"}
     if HUMAN_EXPERIMENTS:
         inputs["reference"] = f"{RESULTS}/human/reference.csv"
     return inputs
@@ -48,7 +49,7 @@ rule aggregate:
         metrics=f"{RESULTS}/metrics.parquet",
         curves=f"{RESULTS}/curves.parquet",
         table=f"{RESULTS}/sweet_spots.parquet",
-        csv=report(f"{RESULTS}/sweet_spots.csv", caption="../report/sweet_spots.rst", category="Sweet spots"),
+        csv=report(f"{RESULTS}/sweet_spots.csv", caption="../report/sweet_spots.rst", category="4 Sweet-spot table"),
         markdown=f"{RESULTS}/sweet_spots.md",
         summary=f"{RESULTS}/summary.md",
     params:
@@ -75,6 +76,7 @@ rule plots:
     output:
         # PNG for the report, SVG for papers
         figures=[figure_in_report(name) for name in FIGURES] + [f"{RESULTS}/plots/{name}.svg" for name in FIGURES],
+        summary_page=report(f"{RESULTS}/summary.html", caption="../report/summary.rst", category="1 Summary"),
     params:
         job="sweetspot.jobs.reports:draw_plots",
         specs=FIGURES,
@@ -94,7 +96,7 @@ rule gallery:
         + [checkpoint_path(wc.arch, wc.method, s, SEEDS[0]) for s in SPARSITIES],
     output:
         out=report(f"{RESULTS}/plots/gallery/{{arch}}-{{method}}.png", caption="../report/gallery.rst",
-                   category="Attribution gallery", subcategory="{arch}"),
+                   category="5 Attribution gallery", subcategory="{arch}"),
     params:
         job="sweetspot.jobs.evaluation:draw_gallery",
         arch=lambda wc: wc.arch,
@@ -117,7 +119,7 @@ rule human_data:
     output:
         trials=f"{RESULTS}/human/trials.parquet",
         reference=report(f"{RESULTS}/human/reference.csv", caption="../report/human_reference.rst",
-                         category="Sweet spots"),
+                         category="4 Sweet-spot table"),
     params:
         job="sweetspot.jobs.reports:collect_human_data",
         experiments=HUMAN_EXPERIMENTS,
