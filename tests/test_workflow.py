@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
 
@@ -40,6 +41,20 @@ def test_tiny_study_runs_end_to_end(finished_study):
     # every pruned checkpoint hit its target sparsity
     pruned = metrics[metrics["method"] != "dense"].drop_duplicates(["arch", "method", "sparsity"])
     assert ((pruned["sparsity_actual"] - pruned["sparsity"]).abs() <= 0.005).all()
+
+
+def test_report_opens_with_the_summary_and_the_overview(finished_study):
+    run_snakemake(finished_study, "--report", "results/report.html")
+    page = (finished_study / "results" / "report.html").read_text()
+    landing = json.loads(re.search(r"var workflow_desc = (.*);\n", page).group(1))
+    assert "When does pruning benefit?" in landing and 'src="data:image/png;base64,' in landing
+    assert "system-message" not in page  # docutils took workflow.rst, the front page and every caption
+    categories = json.loads(re.search(r"var categories = (\{.*\});\n", page).group(1))
+    shown = {path.rsplit("/", 1)[-1] for sub in categories.values() for paths in sub.values() for path in paths}
+    assert {"summary.html", "overview.png"} <= {path.rsplit("/", 1)[-1] for path in categories["1 Summary"]["Other"]}
+    assert {"summary.html", "overview.png", "overview-exploratory.png", "curves-alignment.png",
+            "curves-interpretability-gradcam.png", "sweet_spots.csv", "resnet-imp.png"} <= shown
+    assert not any(name.endswith(".svg") for name in shown)  # SVGs are for papers, PNGs for the report
 
 
 def test_rerun_does_nothing(finished_study):
