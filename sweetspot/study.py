@@ -215,6 +215,23 @@ def human_experiments(config: Mapping) -> dict[str, str]:
     return {d: human_experiment(d) for d in datasets if human_experiment(d)}
 
 
+def figures(config: Mapping) -> dict[str, dict[str, Any]]:
+    """Figure name -> what the plots job draws there (config with schema defaults): the overview
+    of headline and of exploratory gains, and the headline curves of every evaluated task, one
+    figure per attribution method for interpretability (six methods' lines would not fit one)."""
+    out: dict[str, dict[str, Any]] = {"overview": {"kind": "overview", "role": "headline"},
+                                      "overview-exploratory": {"kind": "overview", "role": "exploratory"}}
+    for task, settings in config["tasks"].items():
+        if task == "structure":  # layer collapse: marked in the overview, no metric of its own
+            continue
+        if task == "interpretability":
+            for variant in settings["methods"]:
+                out[f"curves-{task}-{variant}"] = {"kind": "curves", "task": task, "variant": variant}
+        else:
+            out[f"curves-{task}"] = {"kind": "curves", "task": task, "variant": None}
+    return out
+
+
 def recovery_recipe(config: Mapping) -> str | None:
     """The control recipe of fine-tune / BatchNorm recovery, None when recovery changes nothing."""
     recovery = config["pruning"].get("recovery", {})

@@ -4,6 +4,7 @@ what a later edit of its config plans."""
 from __future__ import annotations
 
 import copy
+import json
 import re
 import shutil
 
@@ -34,7 +35,7 @@ def test_tiny_study_runs_end_to_end(finished_study):
     for name in ("sweet_spots.csv", "sweet_spots.md", "sweet_spots.parquet", "summary.md"):
         assert (results / name).stat().st_size > 0
     assert "warm start, the job runs as process" in (finished_study / "run.log").read_text()
-    for png in ("plots/curves-accuracy.png", "plots/gallery/resnet-imp.png"):
+    for png in ("plots/curves-accuracy.png", "plots/overview.png", "plots/gallery/resnet-imp.png"):
         assert (results / png).read_bytes()[:4] == b"\x89PNG"
     pruned = metrics[~metrics["method"].isin(["dense", "control-finetune", "control-snip"])]
     pruned = pruned.drop_duplicates(["arch", "method", "sparsity"])
@@ -56,6 +57,20 @@ def test_every_checkpoint_has_structure_rows_and_the_table_names_controls_and_sw
     assert (spots["top1_lower"] > -1.0 / 100).all() and (spots["collapsed_layers"] == 0).all()
     bias = curves[(curves["metric"] == "shape_bias") & (curves["sparsity"] > 0) & np.isfinite(curves["gain"])]
     assert len(bias) and np.isfinite(bias[["ci_low", "ci_high"]].to_numpy(float)).all()  # one seed, still an interval
+
+
+def test_report_opens_with_the_summary_and_the_overview(finished_study):
+    run_snakemake(finished_study, "--report", "results/report.html")
+    page = (finished_study / "results" / "report.html").read_text()
+    landing = json.loads(re.search(r"var workflow_desc = (.*);\n", page).group(1))
+    assert "When does pruning benefit?" in landing and 'src="data:image/png;base64,' in landing
+    assert "system-message" not in page  # docutils took workflow.rst, the front page and every caption
+    categories = json.loads(re.search(r"var categories = (\{.*\});\n", page).group(1))
+    shown = {path.rsplit("/", 1)[-1] for sub in categories.values() for paths in sub.values() for path in paths}
+    assert {"summary.html", "overview.png"} <= {path.rsplit("/", 1)[-1] for path in categories["1 Summary"]["Other"]}
+    assert {"summary.html", "overview.png", "overview-exploratory.png", "curves-alignment.png",
+            "curves-interpretability-gradcam.png", "sweet_spots.csv", "resnet-imp.png"} <= shown
+    assert not any(name.endswith(".svg") for name in shown)  # SVGs are for papers, PNGs for the report
 
 
 def test_rerun_does_nothing(finished_study):

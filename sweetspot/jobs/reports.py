@@ -64,16 +64,23 @@ def aggregate_study(*, evaluations: Sequence[str], metrics: str, curves: str, ta
              len(frame), len(evaluations), len(found_table), time.time() - started)
 
 
-def draw_plots(*, curves: str, figures: Sequence[str]) -> None:
-    """Curves per task and gain heatmaps per architecture, as PNG and SVG."""
+def draw_plots(*, curves: str, summary: str, figures: Sequence[str], summary_page: str,
+               specs: Mapping[str, Mapping], reference: str | None = None,
+               human_experiments: Mapping[str, str] | None = None) -> None:
+    """Every figure of `specs` (name -> study.figures' entry) as PNG and SVG, and the report's
+    front page: the summary with the overview figure."""
     import pandas as pd
 
-    from ..analysis import plots
+    from ..analysis import front_page, plots
 
     found = pd.read_parquet(curves)
-    for stem in sorted({str(Path(p).with_suffix("")) for p in figures}):
-        kind, _, name = Path(stem).name.partition("-")
-        if kind == "curves":
-            plots.curves_figure(found, name, stem)
+    human = plots.human_reference(pd.read_csv(reference), human_experiments or {}) if reference else None
+    stems = {Path(p).stem: Path(p).with_suffix("") for p in figures}
+    for name, spec in specs.items():
+        if spec["kind"] == "overview":
+            fig = plots.overview(found, spec["role"])
         else:
-            plots.gain_heatmap(found, name, stem)
+            fig = plots.task_curves(found, spec["task"], spec["variant"], human)
+        plots.save(fig, stems[name])
+    overview = stems["overview"].with_suffix(".png")
+    artifacts.write_text(summary_page, front_page.render(Path(summary).read_text(), overview.read_bytes()))

@@ -5,6 +5,7 @@
 
 localrules: aggregate, plots, human_data, synthetic_data
 
+
 rule aggregate:
     input:
         unpack(aggregate_inputs),
@@ -12,7 +13,7 @@ rule aggregate:
         metrics=f"{RESULTS}/metrics.parquet",
         curves=f"{RESULTS}/curves.parquet",
         table=f"{RESULTS}/sweet_spots.parquet",
-        csv=report(f"{RESULTS}/sweet_spots.csv", caption="../report/sweet_spots.rst", category="Sweet spots"),
+        csv=report(f"{RESULTS}/sweet_spots.csv", caption="../report/sweet_spots.rst", category="4 Sweet-spot table"),
         markdown=f"{RESULTS}/sweet_spots.md",
         summary=f"{RESULTS}/summary.md",
     params:
@@ -35,15 +36,15 @@ rule aggregate:
 
 rule plots:
     input:
-        curves=f"{RESULTS}/curves.parquet",
+        unpack(plots_inputs),
     output:
-        figures=[
-            report(f"{stem}.{ext}", caption=f"../report/{Path(stem).name.split('-')[0]}.rst",
-                   category="Curves" if Path(stem).name.startswith("curves") else "Gains")
-            for stem in FIGURE_STEMS for ext in ("png", "svg")
-        ],
+        # PNG for the report, SVG for papers
+        figures=[figure_in_report(name) for name in FIGURES] + [f"{RESULTS}/plots/{name}.svg" for name in FIGURES],
+        summary_page=report(f"{RESULTS}/summary.html", caption="../report/summary.rst", category="1 Summary"),
     params:
         job="sweetspot.jobs.reports:draw_plots",
+        specs=FIGURES,
+        human_experiments=HUMAN_EXPERIMENTS,
     log:
         f"{RESULTS}/logs/plots.log",
     conda:
@@ -59,7 +60,7 @@ rule gallery:
         + [checkpoint_path(wc.arch, wc.method, s, SEEDS[0]) for s in SPARSITIES],
     output:
         out=report(f"{RESULTS}/plots/gallery/{{arch}}-{{method}}.png", caption="../report/gallery.rst",
-                   category="Attribution gallery", subcategory="{arch}"),
+                   category="5 Attribution gallery", subcategory="{arch}"),
     params:
         job="sweetspot.jobs.evaluation:draw_gallery",
         arch=lambda wc: wc.arch,
@@ -82,7 +83,7 @@ rule human_data:
     output:
         trials=f"{RESULTS}/human/trials.parquet",
         reference=report(f"{RESULTS}/human/reference.csv", caption="../report/human_reference.rst",
-                         category="Sweet spots"),
+                         category="4 Sweet-spot table"),
     params:
         job="sweetspot.jobs.reports:collect_human_data",
         experiments=HUMAN_EXPERIMENTS,

@@ -28,8 +28,7 @@ CONTROLS = study.controls(config)  # pruning method -> its matched control
 DATA_PARAMS = study.data_params(config)
 # Alignment datasets with human trials: dataset -> human experiment.
 HUMAN_EXPERIMENTS = study.human_experiments(config)
-FIGURE_STEMS = [f"{RESULTS}/plots/curves-{task}" for task in TASKS if task != "structure"] + [
-    f"{RESULTS}/plots/gains-{arch}" for arch in ARCHS]
+FIGURES = study.figures(config)  # figure name -> what the plots job draws there
 
 
 def alternatives(names):
@@ -111,10 +110,28 @@ def task_resources(wildcards):
 
 
 def plot_targets():
-    targets = [f"{stem}.{ext}" for stem in FIGURE_STEMS for ext in ("png", "svg")]
+    targets = [f"{RESULTS}/plots/{name}.{ext}" for name in FIGURES for ext in ("png", "svg")]
+    targets.append(f"{RESULTS}/summary.html")
     if "interpretability" in TASKS and config["tasks"]["interpretability"].get("gallery_images", 4) > 0:
         targets += [f"{RESULTS}/plots/gallery/{arch}-{method}.png" for arch in ARCHS for method in METHODS]
     return targets
+
+
+def figure_in_report(name):
+    """A figure's PNG in the report: the overview beside the summary, curves by task."""
+    spec, path = FIGURES[name], f"{RESULTS}/plots/{name}.png"
+    if spec["kind"] == "curves":
+        return report(path, caption="../report/curves.rst", category="2 Curves", subcategory=spec["task"])
+    if spec["role"] == "headline":
+        return report(path, caption="../report/overview.rst", category="1 Summary")
+    return report(path, caption="../report/overview_exploratory.rst", category="3 Exploratory metrics")
+
+
+def plots_inputs(wildcards):
+    inputs = {"curves": f"{RESULTS}/curves.parquet", "summary": f"{RESULTS}/summary.md"}
+    if HUMAN_EXPERIMENTS:
+        inputs["reference"] = f"{RESULTS}/human/reference.csv"
+    return inputs
 
 
 def aggregate_inputs(wildcards):
