@@ -75,7 +75,7 @@ def test_sparsity_labels_and_imp_chain(default_config):
     assert study.imp_parent(default_config, "0.5") is None
     assert study.imp_parent(default_config, "0.8") == "0.7"
     grid = study.checkpoints(default_config)
-    assert len(grid) == 2 * (1 + 4 * 5)
+    assert len(grid) == 2 * (1 + 2 + 4 * 5)  # dense, the fine-tune and SNIP controls, 4 methods x 5 levels
     assert ("resnet", "dense", "0", 0) in grid
 
 
@@ -92,5 +92,5 @@ def test_paper_preset_lists_the_whole_study_without_data(tmp_path):
     proc = run_snakemake(ROOT, "-n", "--configfile", str(ROOT / "presets" / "paper.yaml"),
                          "--directory", str(tmp_path), "--snakefile", str(ROOT / "Snakefile"))
     counts = " ".join(proc.stdout.split())
-    # 3 architectures x (dense + 2 methods x 14 levels) checkpoints, each evaluated once
-    assert "dense 3" in counts and "prune 84" in counts and "evaluate 87" in counts
+    # 3 architectures x (dense + 2 controls + 2 methods x 14 levels) checkpoints, each evaluated by 5 tasks
+    assert "dense 3" in counts and "control 6" in counts and "prune 84" in counts and "evaluate 465" in counts
