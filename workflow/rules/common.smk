@@ -11,8 +11,10 @@ sys.path.insert(0, workflow.basedir)  # the library beside the Snakefile, also w
 from sweetspot import catalog, study
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
-study.check(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml",
-            source=", ".join(map(str, workflow.overwrite_configfiles or workflow.configfiles)) or "config")
+SCHEMA_PATH = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+for configfile_path in workflow.configfiles:
+    study.load_yaml(configfile_path)  # Snakemake's own loader keeps the last of a key given twice: refuse that
+study.check(config, SCHEMA_PATH, source=", ".join(map(str, workflow.configfiles)) or "config")
 validate(config, SCHEMA)  # fills schema defaults
 study.with_defaults(config)
 
