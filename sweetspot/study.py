@@ -219,6 +219,113 @@ def _folder_problems(config: Mapping) -> list[str]:
     return []
 
 
+# --- the study a results folder holds ------------------------------------------------------------
+
+STUDY_FILE = "study.json"
+REUSE_KEY = "allow_results_reuse"
+_GROWING = ("architectures", "datasets")  # new labels extend a study; a changed one is another study
+
+
+def identity(config: Mapping, schema_path: str | Path) -> dict[str, Any]:
+    """What makes a study's results comparable with each other: its benchmark, its data (the
+    generator's settings, or the real datasets' locations and the input size) and its training
+    recipe (dense schedule, architectures, pruning's recovery, IMP, SNIP and exclusions), with
+    schema defaults filled in so that a default spelt out is the same study.
+
+    The grid (sparsities, methods, seeds), the tasks, stats and runtime switches are not in it:
+    changing them extends the study, which Snakemake already handles job by job.
+    """
+    schema = load_yaml(schema_path)
+    full = _with_defaults_of(dict(config), schema, schema)
+    if full["benchmark"] == "synthetic":
+        data = {"synthetic": full["synthetic"]}
+    else:
+        data = {"image_size": image_size(full), "resize_size": full.get("resize_size")}
+    pruning = full["pruning"]
+    return {"benchmark": full["benchmark"], **data, "dense": full["dense"],
+            "pruning": {key: pruning.get(key) for key in ("exclude", "recovery", "imp", "snip")},
+            "architectures": full["architectures"], "datasets": full.get("datasets") or {}}
+
+
+def _with_defaults_of(value: Any, schema: Mapping, root: Mapping) -> Any:
+    """`value` with every schema default filled in, inside objects the config leaves out too;
+    an empty object counts as absent (`train: {}` is no train entry)."""
+    if "$ref" in schema:
+        schema = root["definitions"][schema["$ref"].rsplit("/", 1)[-1]]
+    if not isinstance(value, dict):
+        return value
+    props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+    out = {}
+    for key in props.keys() | value.keys():
+        sub = props.get(key, extra if isinstance(extra, dict) else {})
+        if key in value:
+            out[key] = _with_defaults_of(value[key], sub, root)
+        elif "default" in sub:
+            out[key] = sub["default"]
+        elif "properties" in sub:
+            out[key] = _with_defaults_of({}, sub, root)
+        if out.get(key) == {}:
+            del out[key]
+    return out
+
+
+def _differences(recorded: Any, current: Any, path: str) -> list[str]:
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        found = []
+        for key in sorted(recorded.keys() | current.keys(), key=str):
+            if path in _GROWING and (key not in recorded or key not in current):
+                continue  # a label added (or left out) extends the study
+            found += _differences(recorded.get(key), current.get(key), f"{path}.{key}" if path else str(key))
+        return found
+    return [] if recorded == current else [f"{path}: {recorded!r} there, {current!r} here"]
+
+
+def check_results(config: Mapping, schema_path: str | Path) -> None:
+    """Refuse a config whose results folder holds a different study (its STUDY_FILE differs in
+    what `identity` covers), unless allow_results_reuse is true."""
+    import json
+
+    path = Path(str(config["results"])) / STUDY_FILE
+    if config.get(REUSE_KEY) or not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text()).get("identity")
+    except (ValueError, AttributeError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise ConfigError(f"{path}: not the record of a study (unreadable or edited); if the folder holds this "
+                          "config's study, delete the file, else choose another results folder")
+    found = _differences(recorded, identity(config, schema_path), "")
+    if found:
+        shown = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
+        raise ConfigError(
+            f"results: {config['results']} holds a different study ({path}: {shown}). Extending a study "
+            "(sparsities, methods, seeds, architectures, tasks, task settings) is fine, but this run would replace "
+            "that study's results: choose another results folder, or, to replace them, run once with "
+            f"--config {REUSE_KEY}=true")
+
+
+def record_identity(config: Mapping, schema_path: str | Path) -> None:
+    """Write the study's identity to <results>/STUDY_FILE, keeping labels an earlier run recorded."""
+    import json
+
+    from .artifacts import write_json
+    from .contract import config_hash
+
+    path = Path(str(config["results"])) / STUDY_FILE
+    current = identity(config, schema_path)
+    try:
+        recorded = json.loads(path.read_text()).get("identity") or {}
+    except (OSError, ValueError, AttributeError):
+        recorded = {}
+    for key in _GROWING:
+        if isinstance(recorded.get(key), dict):
+            current[key] = {**recorded[key], **current[key]}
+    write_json(path, {"identity": current, "hash": config_hash(current),
+                      "about": "the study these results belong to (sweetspot.study.identity); a run of a "
+                               f"different study into this folder is refused unless {REUSE_KEY} is true"})
+
+
 def image_size(config: Mapping) -> int:
     if config["benchmark"] == "synthetic":
         return int(config.get("synthetic", {}).get("image_size", 48))

@@ -4,13 +4,16 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 from sweetspot import study
-from conftest import SCHEMA, run_snakemake, write_study
+from conftest import SCHEMA, TINY, run_snakemake, write_study
 
 
 def refusal(cfg: dict) -> str:
@@ -145,3 +148,146 @@ def test_n_boot_is_bounded_by_the_schema(tiny_config, n_boot):
     tiny_config["stats"]["n_boot"] = n_boot
     message = refusal(tiny_config)
     assert "stats.n_boot: " in message and "at most 100000 keeps the aggregation in memory" in message
+
+
+# --- the study a results folder holds ----------------------------------------------------------
+
+
+def _validated(cfg: dict) -> dict:
+    study.check(cfg, SCHEMA)
+    return cfg
+
+
+@pytest.fixture
+def recorded(tmp_path, tiny_config) -> dict:
+    """The tiny study's identity recorded in its results folder, as its first real run leaves it."""
+    tiny_config.update(results=str(tmp_path / "results"), data_dir=str(tmp_path / "data"))
+    study.record_identity(_validated(tiny_config), SCHEMA)
+    return tiny_config
+
+
+@pytest.mark.parametrize("change, shown", [
+    (lambda c: c.update(benchmark="geirhos16", datasets={"geirhos16": "g16"}, image_size=224),
+     "benchmark: 'synthetic' there, 'geirhos16' here"),
+    (lambda c: c["synthetic"].update(train_per_class=24), "synthetic.train_per_class: 12 there, 24 here"),
+    (lambda c: c["dense"].update(epochs=5), "dense.epochs: 1 there, 5 here"),
+    (lambda c: c["pruning"]["recovery"].update(mode="bn"), "pruning.recovery.mode: 'finetune' there, 'bn' here"),
+    (lambda c: c["architectures"]["vit"]["kwargs"].update(patch_size=6),
+     "architectures.vit.kwargs.patch_size: 8 there, 6 here"),
+    (lambda c: c["architectures"]["resnet"].update(timm="resnet18"),
+     "architectures.resnet.timm: 'test_resnet' there, 'resnet18' here"),
+])
+def test_a_results_folder_of_a_different_study_is_refused(recorded, change, shown):
+    other = copy.deepcopy(recorded)
+    change(other)
+    with pytest.raises(study.ConfigError) as err:
+        study.check_results(other, SCHEMA)
+    message = str(err.value)
+    assert f"results: {recorded['results']} holds a different study ({recorded['results']}/study.json: " in message
+    assert shown in message
+    assert "choose another results folder, or, to replace them, run once with --config allow_results_reuse=true" in message
+    other["allow_results_reuse"] = True
+    study.check_results(other, SCHEMA)
+
+
+@pytest.mark.parametrize("extend", [
+    lambda c: c["pruning"]["sparsities"].append(0.9),
+    lambda c: c["pruning"].update(methods=["magnitude"]),
+    lambda c: c.update(seeds=[0, 1, 2]),
+    lambda c: c["architectures"].update(small={"timm": "test_efficientnet"}),
+    lambda c: c["architectures"].pop("vit"),
+    lambda c: c["tasks"].pop("discovery"),
+    lambda c: c["tasks"]["interpretability"].update(n_images=12, methods=["gradcam"]),
+    lambda c: c.update(stats={"n_boot": 1000}, warm_start=False, device="auto", resources={"default": {"threads": 2}}),
+    lambda c: c["dense"].update(weight_decay=0.05, label_smoothing=0.0),  # schema defaults spelt out
+    lambda c: c["pruning"].update(imp={"rewind": "lr"}, exclude=[]),
+    lambda c: c.update(datasets={"geirhos16": "/data/geirhos16"}),
+    lambda c: c.update(datasets={"coco20k": {"annotations": "a.json", "images": "train2014", "names": "names.txt"}}),
+    lambda c: c["architectures"]["resnet"].update(train={}, kwargs={}),
+])
+def test_extending_a_study_is_not_a_different_study(recorded, extend):
+    other = copy.deepcopy(recorded)
+    extend(other)
+    study.check_results(_validated(other), SCHEMA)
+
+
+def test_the_record_keeps_every_architecture_a_run_added(recorded):
+    wider = copy.deepcopy(recorded)
+    wider["architectures"]["small"] = {"timm": "test_efficientnet"}
+    study.record_identity(wider, SCHEMA)
+    study.check_results(recorded, SCHEMA)  # a run without the new label is still the same study
+    redefined = copy.deepcopy(recorded)
+    redefined["architectures"]["small"] = {"timm": "test_vit"}
+    with pytest.raises(study.ConfigError, match="architectures.small.timm: 'test_efficientnet' there, 'test_vit' here"):
+        study.check_results(redefined, SCHEMA)
+
+
+def test_an_unreadable_study_record_is_refused_naming_it(recorded):
+    path = Path(recorded["results"]) / study.STUDY_FILE
+    path.write_text("{not json")
+    with pytest.raises(study.ConfigError, match=re.escape(f"{path}: not the record of a study")):
+        study.check_results(recorded, SCHEMA)
+
+
+# --- the dry run refuses each mistake, fast and before writing anything ------------------------
+
+
+def _duplicate_seeds(workdir: Path) -> None:
+    path = workdir / "config.yaml"
+    path.write_text(path.read_text() + "seeds: [0, 1, 2]\n")  # after `seeds: [0]`: YAML keeps this one
+
+
+def _other_study(workdir: Path) -> None:
+    other = copy.deepcopy(TINY)
+    other["dense"]["epochs"] = 7
+    with_dirs = {**other, "results": str(workdir / "results"), "data_dir": str(workdir / "data")}
+    study.record_identity(with_dirs, SCHEMA)
+
+
+@pytest.mark.parametrize("mutate, edit_files, expected", [
+    (lambda c: c["architectures"].update({"..": c["architectures"].pop("resnet")}), None, "architectures: '..'"),
+    (lambda c: c["tasks"]["accuracy"].update(datasets=["synthetic-vall"]), None, "tasks.accuracy.datasets[0]"),
+    (lambda c: c["pruning"].update(sparsities=[0.5, 0.99999]), None, "pruning.sparsities[1]: 0.99999"),
+    (lambda c: c.update(results=""), None, "results: '' should be non-empty"),
+    (lambda c: c.update(data_dir="results/data"), None, "data_dir: "),
+    (lambda c: c["stats"].update(n_boot=1e12), None, "stats.n_boot: "),
+    (lambda c: None, _duplicate_seeds, "key 'seeds' is given twice"),
+    (lambda c: c.update(results="results", data_dir="data"), _other_study, "dense.epochs: 7 there, 1 here"),
+], ids=["label", "dataset", "sparsity", "empty-results", "nested-folders", "n_boot", "duplicate-key", "other-study"])
+def test_the_dry_run_refuses_each_config_mistake_in_seconds(tmp_path, tiny_config, mutate, edit_files, expected):
+    mutate(tiny_config)
+    workdir = write_study(tmp_path, tiny_config)
+    if edit_files:
+        edit_files(workdir)
+    started = time.monotonic()
+    proc = run_snakemake(workdir, "-n", check=False)
+    assert time.monotonic() - started < 10
+    assert proc.returncode != 0
+    assert expected in proc.stdout + proc.stderr
+    assert not (workdir / "data").exists()
+    assert edit_files is _other_study or not (workdir / "results").exists()
+
+
+# --- a finished study: deleted and replaced files ----------------------------------------------
+
+
+@pytest.fixture
+def finished(tmp_path, tiny_config) -> Path:
+    """The tiny study, every output present and up to date (empty files, then `--touch`) in seconds."""
+    workdir = write_study(tmp_path, tiny_config)
+    summary = run_snakemake(workdir, "--summary").stdout.splitlines()
+    for line in summary[1:]:
+        path = workdir / line.split("\t")[0]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    run_snakemake(workdir, "--touch")
+    assert "Nothing to be done" in run_snakemake(workdir, "-n").stdout
+    return workdir
+
+
+def test_a_dry_run_writes_no_study_record_and_a_real_run_does(tmp_path, tiny_config, finished):
+    fresh = write_study(tmp_path / "fresh", tiny_config)
+    run_snakemake(fresh, "-n")
+    assert not (fresh / "results").exists()
+    record = json.loads((finished / "results" / study.STUDY_FILE).read_text())  # written by the --touch run
+    assert record["identity"] == study.identity(tiny_config, SCHEMA)

@@ -16,7 +16,12 @@ for configfile_path in workflow.configfiles:
     study.load_yaml(configfile_path)  # Snakemake's own loader keeps the last of a key given twice: refuse that
 study.check(config, SCHEMA_PATH, source=", ".join(map(str, workflow.configfiles)) or "config")
 validate(config, SCHEMA)  # fills schema defaults
+study.check_results(config, SCHEMA_PATH)  # reads <results>/study.json; onstart below writes it
 study.with_defaults(config)
+
+
+onstart:
+    study.record_identity(config, SCHEMA_PATH)  # not in a dry run: jobs are about to write into RESULTS
 
 RESULTS = config["results"]
 DATA = config["data_dir"]
