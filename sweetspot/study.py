@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from pathlib import Path
 from typing import Any, Hashable, Iterator, Mapping
 
@@ -381,6 +382,25 @@ def data_params(config: Mapping) -> dict[str, Any]:
     return {"benchmark": config["benchmark"], "data_dir": config["data_dir"],
             "datasets": dict(config.get("datasets") or {}), "image_size": image_size(config),
             "resize_size": config.get("resize_size")}
+
+
+def changed_data(config: Mapping) -> list[str]:
+    """Files of the generated benchmark newer than its MANIFEST.json (written last): replaced or
+    added after generation. Snakemake tracks only the manifest; as inputs of the jobs that read
+    the benchmark these make its mtime check rerun them. Hidden files are ignored; real datasets
+    are not walked (millions of files): README, Troubleshooting."""
+    root = Path(str(config["data_dir"])) / "synthetic"
+    if config["benchmark"] != "synthetic" or not (root / "MANIFEST.json").is_file():
+        return []
+    generated = (root / "MANIFEST.json").stat().st_mtime_ns
+    changed = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        for name in files:
+            path = os.path.join(folder, name)
+            if not name.startswith(".") and os.stat(path).st_mtime_ns > generated:
+                changed.append(path)
+    return sorted(changed)
 
 
 def human_experiments(config: Mapping) -> dict[str, str]:

@@ -291,3 +291,26 @@ def test_a_dry_run_writes_no_study_record_and_a_real_run_does(tmp_path, tiny_con
     assert not (fresh / "results").exists()
     record = json.loads((finished / "results" / study.STUDY_FILE).read_text())  # written by the --touch run
     assert record["identity"] == study.identity(tiny_config, SCHEMA)
+
+
+def test_a_deleted_metrics_file_comes_back_on_a_plain_rerun(finished):
+    deleted = "results/metrics/accuracy/resnet/magnitude/0.5/seed0.parquet"
+    (finished / deleted).unlink()
+    plan = run_snakemake(finished, "-n").stdout
+    assert f"output: {deleted}" in plan and "reason: Missing output files: " + deleted in plan
+    assert "rule aggregate:" in plan and f"reason: Input files updated by another job: {deleted}" in plan
+
+
+def test_a_deleted_checkpoint_is_rebuilt_only_when_a_job_needs_it(finished):
+    (finished / "results/models/resnet/magnitude/0.5/seed0.safetensors").unlink()
+    assert "Nothing to be done" in run_snakemake(finished, "-n").stdout  # its results stand; its disk is freed
+
+
+def test_a_benchmark_file_replaced_in_place_reruns_the_jobs_that_read_it(finished):
+    replaced = "data/synthetic/voc/JPEGImages/arrow_0000.png"
+    (finished / replaced).parent.mkdir(parents=True, exist_ok=True)
+    (finished / replaced).write_bytes(b"a replaced image")  # newer than data/synthetic/MANIFEST.json
+    plan = run_snakemake(finished, "-n").stdout
+    assert f"reason: Updated input files: {replaced}" in plan
+    for rule in ("dense", "prune", "evaluate", "aggregate"):
+        assert f"rule {rule}:" in plan

@@ -53,10 +53,13 @@ def res(rule_name):
     return study.resources(config, rule_name)
 
 
+CHANGED_DATA = study.changed_data(config)  # benchmark files replaced after generation: their jobs rerun
+
+
 def data_inputs(wildcards=None):
     """The generated benchmark a job reads (real data is checked by the job itself)."""
     if config["benchmark"] == "synthetic":
-        return [f"{DATA}/synthetic/MANIFEST.json"]
+        return [f"{DATA}/synthetic/MANIFEST.json", *CHANGED_DATA]
     return []
 
 
@@ -83,5 +86,9 @@ def final_targets():
     ]
     targets += plot_targets()
     if HUMAN_EXPERIMENTS:
-        targets.append(f"{RESULTS}/human/reference.csv")
+        targets += [f"{RESULTS}/human/reference.csv", f"{RESULTS}/human/trials.parquet"]
+    # Snakemake does not rebuild a missing input of an up-to-date job: as targets, a deleted
+    # per-task file comes back on a plain rerun (and the aggregate after it). Checkpoints are
+    # not targets: deleting them frees disk, and they are rebuilt when a job needs them.
+    targets += all_metrics()
     return targets
