@@ -10,9 +10,12 @@ import re
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from sweetspot import study
+from sweetspot import artifacts, study
+from sweetspot.analysis import table
+from sweetspot.contract import COLUMNS
 from conftest import SCHEMA, TINY, run_snakemake, write_study
 
 
@@ -314,3 +317,53 @@ def test_a_benchmark_file_replaced_in_place_reruns_the_jobs_that_read_it(finishe
     assert f"reason: Updated input files: {replaced}" in plan
     for rule in ("dense", "prune", "evaluate", "aggregate"):
         assert f"rule {rule}:" in plan
+
+
+# --- metrics files are checked against the contract before they are read -----------------------
+
+
+def _metrics_file(path: Path, drop: str | None = None, **overrides) -> Path:
+    frame = pd.DataFrame({"benchmark": ["synthetic"] * 2, "arch": "resnet", "method": "dense", "sparsity": 0.0,
+                          "sparsity_actual": 0.0, "seed": 0, "task": "accuracy", "dataset": "synthetic-val",
+                          "variant": "", "metric": "top1", "item": ["a", "b"], "value": [1.0, 0.0]})
+    frame = frame.astype(COLUMNS).assign(**overrides)
+    artifacts.write_parquet(path, frame.drop(columns=[drop] if drop else []))
+    return path
+
+
+@pytest.mark.parametrize("drop", ["value", "seed", "metric"])
+def test_a_metrics_file_without_a_contract_column_is_refused_naming_it(tmp_path, drop):
+    good = _metrics_file(tmp_path / "metrics" / "good.parquet")
+    bad = _metrics_file(tmp_path / "metrics" / "accuracy" / "seed0.parquet", drop=drop)
+    with pytest.raises(ValueError) as err:
+        table.read_metrics([good, bad])
+    assert str(err.value) == (f"{bad}: missing the contract column(s) ['{drop}'] (sweetspot.contract.COLUMNS); delete "
+                              f"it and run snakemake again, which rebuilds it with its evaluate job (that job alone: "
+                              f"snakemake --cores 1 {bad})")
+
+
+def test_a_metrics_column_of_another_type_is_refused_naming_it(tmp_path):
+    bad = _metrics_file(tmp_path / "seed0.parquet", value=["high", "low"])
+    with pytest.raises(ValueError, match=re.escape(f"{bad}: column types differ from the contract: value is ") +
+                       r"(large_)?string, not float64; delete it"):
+        table.read_metrics([bad])
+
+
+@pytest.mark.parametrize("breakage", ["truncated", "empty", "broken data page"])
+def test_an_unreadable_metrics_file_is_named(tmp_path, breakage):
+    good = _metrics_file(tmp_path / "good.parquet")
+    bad = _metrics_file(tmp_path / "bad.parquet")
+    data = bad.read_bytes()
+    if breakage == "truncated":
+        bad.write_bytes(data[: len(data) // 2])
+    elif breakage == "empty":
+        bad.write_bytes(b"")
+    else:  # the footer (and so the schema) intact, the column data overwritten
+        bad.write_bytes(data[:4] + b"\xff" * 200 + data[204:])
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(bad))}: not a readable Parquet file .*delete it and run"):
+        table.read_metrics([good, bad])
+
+
+def test_good_metrics_files_are_read_whole(tmp_path):
+    frame = table.read_metrics([_metrics_file(tmp_path / "a.parquet"), _metrics_file(tmp_path / "b.parquet")])
+    assert len(frame) == 4 and frame["value"].tolist() == [1.0, 0.0, 1.0, 0.0]
