@@ -5,17 +5,25 @@
 from __future__ import annotations
 
 import copy
+import io
 import json
 import re
+import struct
 import time
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from PIL import Image
 
 from sweetspot import artifacts, study
 from sweetspot.analysis import table
 from sweetspot.contract import COLUMNS
+from sweetspot.data import images
+from sweetspot.data.images import DataError
 from conftest import SCHEMA, TINY, run_snakemake, write_study
 
 
@@ -367,3 +375,42 @@ def test_an_unreadable_metrics_file_is_named(tmp_path, breakage):
 def test_good_metrics_files_are_read_whole(tmp_path):
     frame = table.read_metrics([_metrics_file(tmp_path / "a.parquet"), _metrics_file(tmp_path / "b.parquet")])
     assert len(frame) == 4 and frame["value"].tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+# --- images over the pixel limit ---------------------------------------------------------------
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A small PNG whose header claims width x height (PIL checks the size before decoding)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    header = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + header))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_huge_image_is_refused_naming_the_file_and_the_setting(tmp_path):
+    path = _png_claiming(tmp_path / "huge.png", 20000, 20000)
+    for read, what in ((images.read_rgb, "image"), (images.read_mask, "mask")):
+        with pytest.raises(DataError, match=re.escape(f"{path}: {what} has more than max_image_pixels (178956970) "
+                                                      "pixels; if the file is genuine, raise max_image_pixels")):
+            read(path)
+
+
+@pytest.mark.parametrize("limit", [2000, 1000])  # over the limit, and over twice it (PIL's own refusal)
+def test_the_pixel_limit_is_the_configured_one(tmp_path, monkeypatch, limit):
+    path = tmp_path / "image.png"
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(path)
+    monkeypatch.setenv(images.MAX_PIXELS_ENV, str(limit))
+    with pytest.raises(DataError, match=re.escape(f"{path}: image ") + f".*max_image_pixels \\({limit}\\)"):
+        images.read_rgb(path)
+    monkeypatch.setenv(images.MAX_PIXELS_ENV, str(48 * 48))
+    assert images.read_rgb(path).shape == (48, 48, 3)
+
+
+def test_the_schema_default_is_the_library_default():
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert schema["properties"]["max_image_pixels"]["default"] == images.DEFAULT_MAX_PIXELS

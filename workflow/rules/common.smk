@@ -1,5 +1,6 @@
 # Config checks, the grid and path helpers shared by every rule file.
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)  # the library beside the Snakefile, also without pip install
 
 from sweetspot import catalog, study
+from sweetspot.data import images
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 SCHEMA_PATH = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
@@ -18,6 +20,9 @@ study.check(config, SCHEMA_PATH, source=", ".join(map(str, workflow.configfiles)
 validate(config, SCHEMA)  # fills schema defaults
 study.check_results(config, SCHEMA_PATH)  # reads <results>/study.json; onstart below writes it
 study.with_defaults(config)
+# A guard, not a setting of any result: it reaches the jobs (and warm-started ones) through their
+# environment, so changing it re-runs nothing.
+os.environ[images.MAX_PIXELS_ENV] = str(config["max_image_pixels"])
 
 
 onstart:
