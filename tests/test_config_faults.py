@@ -22,7 +22,7 @@ from PIL import Image
 from sweetspot import artifacts, study
 from sweetspot.analysis import table
 from sweetspot.contract import COLUMNS
-from sweetspot.data import images
+from sweetspot.data import human_trials, images
 from sweetspot.data.images import DataError
 from conftest import SCHEMA, TINY, run_snakemake, write_study
 
@@ -414,3 +414,36 @@ def test_the_pixel_limit_is_the_configured_one(tmp_path, monkeypatch, limit):
 def test_the_schema_default_is_the_library_default():
     schema = yaml.safe_load(SCHEMA.read_text())
     assert schema["properties"]["max_image_pixels"]["default"] == images.DEFAULT_MAX_PIXELS
+
+
+# --- human trial CSVs in other encodings -------------------------------------------------------
+
+TRIALS = ("subj,session,trial,rt,object_response,category,condition,imagename\n"
+          "subject-01,1,1,0.9,bird,bird,0,0001_s5n_s01_0_bird_00_bird1-clock3.png\n")
+
+
+def _trials(tmp_path: Path, data: bytes) -> Path:
+    folder = tmp_path / "human" / "cue-conflict"
+    folder.mkdir(parents=True)
+    (folder / "cue-conflict_subject-01_session_1.csv").write_bytes(data)
+    return folder / "cue-conflict_subject-01_session_1.csv"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16"])
+def test_utf8_and_utf16_trials_with_a_byte_order_mark_are_read_alike(tmp_path, encoding):
+    _trials(tmp_path, TRIALS.encode(encoding))
+    frame = human_trials.load_experiment(tmp_path / "human", "cue-conflict")
+    assert frame[["subject", "item", "correct"]].values.tolist() == [["subject-01", "cue-conflict/bird/bird1-clock3.png", 1]]
+
+
+def test_a_latin1_trial_csv_is_refused_naming_the_file_and_the_encoding(tmp_path):
+    path = _trials(tmp_path, TRIALS.replace("subject-01", "sujet-é").encode("latin-1"))
+    with pytest.raises(DataError, match=re.escape(f"{path}: not UTF-8 text (byte b'\\xe9' at offset ") +
+                       r"\d+\); save it as UTF-8 \(a Latin-1 file: iconv -f LATIN1 -t UTF-8\)"):
+        human_trials.load_experiment(tmp_path / "human", "cue-conflict")
+
+
+def test_an_empty_trial_csv_is_refused_naming_it(tmp_path):
+    path = _trials(tmp_path, b"")
+    with pytest.raises(DataError, match=re.escape(f"{path}: not a readable CSV")):
+        human_trials.load_experiment(tmp_path / "human", "cue-conflict")
