@@ -16,14 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from PIL import Image
 
-from sweetspot import artifacts, study
+from sweetspot import artifacts, models, study
 from sweetspot.analysis import table
 from sweetspot.contract import COLUMNS
 from sweetspot.data import human_trials, images
 from sweetspot.data.images import DataError
+from sweetspot.models import CheckpointError
 from conftest import SCHEMA, TINY, run_snakemake, write_study
 
 
@@ -447,3 +449,43 @@ def test_an_empty_trial_csv_is_refused_naming_it(tmp_path):
     path = _trials(tmp_path, b"")
     with pytest.raises(DataError, match=re.escape(f"{path}: not a readable CSV")):
         human_trials.load_experiment(tmp_path / "human", "cue-conflict")
+
+
+# --- checkpoint sidecars -----------------------------------------------------------------------
+
+RESNET = {"timm": "test_resnet", "kwargs": {}}
+
+
+@pytest.fixture
+def checkpoint(tmp_path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "resnet" / "dense" / "seed0.safetensors"
+    models.save_checkpoint(path, models.create(RESNET, 8), {"arch": "resnet", "method": "dense", "sparsity": 0.0,
+                                                            "sparsity_actual": 0.0, "seed": 0, "num_classes": 8})
+    return path
+
+
+@pytest.mark.parametrize("field, value, shown", [
+    ("num_classes", "8", "num_classes is '8' (str), expected an integer from 2 to 100000"),
+    ("num_classes", 1e9, "num_classes is 1000000000.0 (float), expected an integer from 2 to 100000"),
+    ("num_classes", 10**9, "num_classes is 1000000000 (int), expected an integer from 2 to 100000"),
+    ("num_classes", True, "num_classes is True (bool), expected an integer from 2 to 100000"),
+    ("sparsity", "0.5", "sparsity is '0.5' (str), expected a number from 0 to below 1"),
+    ("seed", -1, "seed is -1 (int), expected an integer of at least 0"),
+    ("arch", None, "arch is None (NoneType), expected a non-empty string"),
+])
+def test_a_sidecar_field_of_the_wrong_type_or_range_is_refused_naming_file_and_field(checkpoint, field, value, shown):
+    sidecar = models.sidecar_path(checkpoint)
+    content = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**content, field: value}))
+    with pytest.raises(CheckpointError) as err:
+        models.load_checkpoint(checkpoint, RESNET)
+    assert str(err.value).startswith(f"{sidecar}: {shown}; the sidecar was edited or written by another tool: "
+                                     f"delete {checkpoint} and {sidecar} and run snakemake again")
+
+
+def test_a_sidecar_without_num_classes_is_refused(checkpoint):
+    sidecar = models.sidecar_path(checkpoint)
+    sidecar.write_text(json.dumps({"arch": "resnet", "seed": 0}))
+    with pytest.raises(CheckpointError, match=re.escape(f"{sidecar}: no num_classes")):
+        models.load_checkpoint(checkpoint, RESNET)
