@@ -125,8 +125,36 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(str(path) + ".json")
 
 
+MAX_CLASSES = 100_000  # ImageNet-21k has 21843; more is an edited file, and a classifier that big fills the memory
+# Sidecar fields a job relies on: (JSON types, whether the value is in range, the range in words).
+SIDECAR_FIELDS: dict[str, tuple[tuple[type, ...], Any, str]] = {
+    "num_classes": ((int,), lambda v: 2 <= v <= MAX_CLASSES, f"an integer from 2 to {MAX_CLASSES}"),
+    "arch": ((str,), bool, "a non-empty string"),
+    "method": ((str,), bool, "a non-empty string"),
+    "sparsity": ((int, float), lambda v: 0 <= v < 1, "a number from 0 to below 1"),
+    "sparsity_actual": ((int, float), lambda v: 0 <= v <= 1, "a number from 0 to 1"),
+    "seed": ((int,), lambda v: v >= 0, "an integer of at least 0"),
+}
+
+
 def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
-    return io.read_json(sidecar_path(path))
+    """A checkpoint's sidecar, its fields' types and ranges checked (SIDECAR_FIELDS; num_classes
+    is required): an edited or foreign sidecar is refused naming the file and the field."""
+    source = sidecar_path(path)
+    sidecar = io.read_json(source)
+    fix = (f"the sidecar was edited or written by another tool: delete {path} and {source} and run snakemake "
+           "again, which rebuilds them")
+    if not isinstance(sidecar, dict):
+        raise CheckpointError(f"{source}: expected a JSON object of fields; {fix}")
+    if "num_classes" not in sidecar:
+        raise CheckpointError(f"{source}: no num_classes; {fix}")
+    for key, (types, in_range, expected) in SIDECAR_FIELDS.items():
+        if key not in sidecar:
+            continue
+        value = sidecar[key]
+        if isinstance(value, bool) or not isinstance(value, types) or not in_range(value):
+            raise CheckpointError(f"{source}: {key} is {value!r} ({type(value).__name__}), expected {expected}; {fix}")
+    return sidecar
 
 
 def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -8,8 +8,10 @@ not a failed cluster job hours later.
 from __future__ import annotations
 
 import difflib
+import math
+import os
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Hashable, Iterator, Mapping
 
 import jsonschema
 import yaml
@@ -22,14 +24,38 @@ class ConfigError(ValueError):
     """A config that cannot run; the message names the field and the fix."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping: plain YAML keeps the last
+    value silently (`seeds: [0]` above `seeds: [0, 1, 2]` would run three seeds)."""
+
+    def construct_mapping(self, node, deep=False):
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges are meant to be overridden by the keys beside them
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # SafeLoader refuses it with its own message
+            line = key_node.start_mark.line + 1
+            if key in first:
+                raise ConfigError(f"{key_node.start_mark.name}, line {line}: key {key!r} is given twice (first on "
+                                  f"line {first[key]}); YAML would keep only the last value: delete one of them")
+            first[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def load_yaml(path: str | Path) -> dict:
+    """A YAML (or JSON) config file as a dict; a key given twice in a mapping is refused."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.load(fh, Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    except ConfigError as err:  # a key given twice: raised again here, without the YAML parser's frames
+        raise ConfigError(str(err)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys at top level")
     return data
@@ -81,7 +107,8 @@ def check(config: dict, schema_path: str | Path, source: str = "config") -> None
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
         if err.validator == "additionalProperties":
             continue  # reported above with a suggestion
-        problems.append(f"{_field(err.absolute_path)}: {err.message}")
+        fix = err.schema.get("x-fix") if isinstance(err.schema, dict) else None  # the schema's own hint
+        problems.append(f"{_field(err.absolute_path)}: {err.message}" + (f"; {fix}" if fix else ""))
     if not problems:
         problems += _semantic_problems(config)
     if problems:
@@ -92,13 +119,13 @@ def _semantic_problems(config: dict) -> list[str]:
     from .timm_names import check as check_timm_name
     from .weights import LITE_SOURCE, lite_package
 
-    problems = []
-    labels = [sparsity_label(s) for s in config["pruning"]["sparsities"]]
-    for label in sorted(set(labels)):
-        if labels.count(label) > 1:
-            problems.append(f"pruning.sparsities: {label} is listed twice (after rounding to 4 decimals); remove one")
-    if "0" in labels:
-        problems.append("pruning.sparsities: 0 is the dense model, which is always included; remove it")
+    problems = _sparsity_problems(config["pruning"]["sparsities"]) + _folder_problems(config)
+    by_folder: dict[str, str] = {}
+    for name in config["architectures"]:
+        other = by_folder.setdefault(name.lower(), name)
+        if other != name:
+            problems.append(f"architectures: {other!r} and {name!r} differ only in case, so they share a results "
+                            "folder on macOS and Windows; rename one")
     for name, arch in config["architectures"].items():
         try:
             check_timm_name(arch["timm"])
@@ -126,9 +153,9 @@ def _semantic_problems(config: dict) -> list[str]:
         if "snip" in config["pruning"]["methods"]:
             problems.append("pruning.methods: snip trains from initialisation and needs a train split; "
                             "set datasets.imagenet or remove snip")
-    from .data.registry import names
+    from .data import registry
 
-    known = names()
+    known = registry.names()
     for task, cfg in config["tasks"].items():
         if task not in TASKS:
             continue  # the schema already refused it
@@ -139,6 +166,11 @@ def _semantic_problems(config: dict) -> list[str]:
                 close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
                 hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(known)}"
                 problems.append(f"tasks.{task}.datasets[{i}]: unknown dataset {name!r}; {hint}")
+            elif task in _TASK_NEEDS and not _TASK_NEEDS[task][0](registry.info(name)):
+                needs, what = _TASK_NEEDS[task][1:]
+                fitting = [n for n in known if _TASK_NEEDS[task][0](registry.info(n))]
+                problems.append(f"tasks.{task}.datasets[{i}]: {name} has no {needs}, which {task} {what}; "
+                                f"choose from {', '.join(fitting)}")
     for task, metrics in (config.get("stats") or {}).get("headline", {}).items():
         allowed = catalog.testable(task)
         for metric in metrics:
@@ -148,6 +180,151 @@ def _semantic_problems(config: dict) -> list[str]:
     if not config["pruning"]["methods"]:
         problems.append("pruning.methods: the grid is empty; list at least one method")
     return problems
+
+
+# What a task needs of a dataset: without it every image would be a counted skip (or no label to score).
+_TASK_NEEDS = {
+    "interpretability": (lambda d: d.has_masks, "object masks", "scores attribution maps against"),
+    "discovery": (lambda d: d.has_boxes, "object boxes", "scores discovered boxes against"),
+    "accuracy": (lambda d: d.label_space != "none", "class labels", "scores predictions against"),
+}
+
+
+def _sparsity_problems(sparsities: list) -> list[str]:
+    """A sparsity names its results folder (sparsity_label, 4 decimals): it must be that label
+    exactly, or 0.99999 would run as '1' and 0.00005 as '0.0001' without a word."""
+    problems = []
+    for i, value in enumerate(sparsities):
+        if not math.isfinite(value):
+            problems.append(f"pruning.sparsities[{i}]: {value} is not a number; write a fraction between 0 and 1 "
+                            "such as 0.5")
+        elif float(sparsity_label(value)) != value:
+            nearest = sparsity_label(min(max(round(value, 4), 0.0001), 0.9999))
+            problems.append(f"pruning.sparsities[{i}]: {value!r} has more than 4 decimals and would run as "
+                            f"{sparsity_label(value)} (its results folder); write {nearest}")
+    return problems
+
+
+def _folder_problems(config: Mapping) -> list[str]:
+    """results and data_dir must be separate folders: one inside the other mixes outputs with
+    data (deleting results to start over would delete the data, or data would hold results)."""
+    results = Path(str(config.get("results", "results"))).resolve()
+    data = Path(str(config.get("data_dir", "data"))).resolve()
+    fix = "give each its own folder, e.g. results: results and data_dir: data"
+    if results == data:
+        return [f"results, data_dir: both are {results}; {fix}"]
+    if results in data.parents:
+        return [f"data_dir: {data} is inside results ({results}); {fix}"]
+    if data in results.parents:
+        return [f"results: {results} is inside data_dir ({data}); {fix}"]
+    return []
+
+
+# --- the study a results folder holds ------------------------------------------------------------
+
+STUDY_FILE = "study.json"
+REUSE_KEY = "allow_results_reuse"
+_GROWING = ("architectures", "datasets")  # new labels extend a study; a changed one is another study
+
+
+def identity(config: Mapping, schema_path: str | Path) -> dict[str, Any]:
+    """What makes a study's results comparable with each other: its benchmark, its data (the
+    generator's settings, or the real datasets' locations and the input size) and its training
+    recipe (dense schedule, architectures, pruning's recovery, IMP, SNIP and exclusions), with
+    schema defaults filled in so that a default spelt out is the same study.
+
+    The grid (sparsities, methods, seeds), the tasks, stats and runtime switches are not in it:
+    changing them extends the study, which Snakemake already handles job by job.
+    """
+    schema = load_yaml(schema_path)
+    full = _with_defaults_of(dict(config), schema, schema)
+    if full["benchmark"] == "synthetic":
+        data = {"synthetic": full["synthetic"]}
+    else:
+        data = {"image_size": image_size(full), "resize_size": full.get("resize_size")}
+    pruning = full["pruning"]
+    return {"benchmark": full["benchmark"], **data, "dense": full["dense"],
+            "pruning": {key: pruning.get(key) for key in ("exclude", "recovery", "imp", "snip")},
+            "architectures": full["architectures"], "datasets": full.get("datasets") or {}}
+
+
+def _with_defaults_of(value: Any, schema: Mapping, root: Mapping) -> Any:
+    """`value` with every schema default filled in, inside objects the config leaves out too;
+    an empty object counts as absent (`train: {}` is no train entry)."""
+    if "$ref" in schema:
+        schema = root["definitions"][schema["$ref"].rsplit("/", 1)[-1]]
+    if not isinstance(value, dict):
+        return value
+    props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+    out = {}
+    for key in props.keys() | value.keys():
+        sub = props.get(key, extra if isinstance(extra, dict) else {})
+        if key in value:
+            out[key] = _with_defaults_of(value[key], sub, root)
+        elif "default" in sub:
+            out[key] = sub["default"]
+        elif "properties" in sub:
+            out[key] = _with_defaults_of({}, sub, root)
+        if out.get(key) == {}:
+            del out[key]
+    return out
+
+
+def _differences(recorded: Any, current: Any, path: str) -> list[str]:
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        found = []
+        for key in sorted(recorded.keys() | current.keys(), key=str):
+            if path in _GROWING and (key not in recorded or key not in current):
+                continue  # a label added (or left out) extends the study
+            found += _differences(recorded.get(key), current.get(key), f"{path}.{key}" if path else str(key))
+        return found
+    return [] if recorded == current else [f"{path}: {recorded!r} there, {current!r} here"]
+
+
+def check_results(config: Mapping, schema_path: str | Path) -> None:
+    """Refuse a config whose results folder holds a different study (its STUDY_FILE differs in
+    what `identity` covers), unless allow_results_reuse is true."""
+    import json
+
+    path = Path(str(config["results"])) / STUDY_FILE
+    if config.get(REUSE_KEY) or not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text()).get("identity")
+    except (ValueError, AttributeError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise ConfigError(f"{path}: not the record of a study (unreadable or edited); if the folder holds this "
+                          "config's study, delete the file, else choose another results folder")
+    found = _differences(recorded, identity(config, schema_path), "")
+    if found:
+        shown = "; ".join(found[:5]) + (f"; and {len(found) - 5} more" if len(found) > 5 else "")
+        raise ConfigError(
+            f"results: {config['results']} holds a different study ({path}: {shown}). Extending a study "
+            "(sparsities, methods, seeds, architectures, tasks, task settings) is fine, but this run would replace "
+            "that study's results: choose another results folder, or, to replace them, run once with "
+            f"--config {REUSE_KEY}=true")
+
+
+def record_identity(config: Mapping, schema_path: str | Path) -> None:
+    """Write the study's identity to <results>/STUDY_FILE, keeping labels an earlier run recorded."""
+    import json
+
+    from .artifacts import write_json
+    from .contract import config_hash
+
+    path = Path(str(config["results"])) / STUDY_FILE
+    current = identity(config, schema_path)
+    try:
+        recorded = json.loads(path.read_text()).get("identity") or {}
+    except (OSError, ValueError, AttributeError):
+        recorded = {}
+    for key in _GROWING:
+        if isinstance(recorded.get(key), dict):
+            current[key] = {**recorded[key], **current[key]}
+    write_json(path, {"identity": current, "hash": config_hash(current),
+                      "about": "the study these results belong to (sweetspot.study.identity); a run of a "
+                               f"different study into this folder is refused unless {REUSE_KEY} is true"})
 
 
 def image_size(config: Mapping) -> int:
@@ -205,6 +382,25 @@ def data_params(config: Mapping) -> dict[str, Any]:
     return {"benchmark": config["benchmark"], "data_dir": config["data_dir"],
             "datasets": dict(config.get("datasets") or {}), "image_size": image_size(config),
             "resize_size": config.get("resize_size")}
+
+
+def changed_data(config: Mapping) -> list[str]:
+    """Files of the generated benchmark newer than its MANIFEST.json (written last): replaced or
+    added after generation. Snakemake tracks only the manifest; as inputs of the jobs that read
+    the benchmark these make its mtime check rerun them. Hidden files are ignored; real datasets
+    are not walked (millions of files): README, Troubleshooting."""
+    root = Path(str(config["data_dir"])) / "synthetic"
+    if config["benchmark"] != "synthetic" or not (root / "MANIFEST.json").is_file():
+        return []
+    generated = (root / "MANIFEST.json").stat().st_mtime_ns
+    changed = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        for name in files:
+            path = os.path.join(folder, name)
+            if not name.startswith(".") and os.stat(path).st_mtime_ns > generated:
+                changed.append(path)
+    return sorted(changed)
 
 
 def human_experiments(config: Mapping) -> dict[str, str]:

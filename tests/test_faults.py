@@ -508,6 +508,9 @@ def unsafe_calls(source: str) -> list[str]:
     """Calls that can run code from a file or a string, as "line: what" (imports resolved)."""
     tree = ast.parse(source)
     aliases = _aliases(tree)
+    safe_loaders = _SAFE_YAML_LOADERS | {  # loaders defined here on a safe one (e.g. refusing duplicate keys)
+        node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+        and any(_dotted(base, aliases).split(".")[-1] in _SAFE_YAML_LOADERS for base in node.bases)}
     found = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
@@ -529,7 +532,7 @@ def unsafe_calls(source: str) -> list[str]:
         elif module == "yaml" and attr in ("load", "load_all", "unsafe_load", "unsafe_load_all", "full_load",
                                            "full_load_all"):
             loader = _keyword(node, "Loader") or (node.args[1] if len(node.args) > 1 else None)
-            if attr.startswith(("unsafe", "full")) or _dotted(loader, aliases).split(".")[-1] not in _SAFE_YAML_LOADERS:
+            if attr.startswith(("unsafe", "full")) or _dotted(loader, aliases).split(".")[-1] not in safe_loaders:
                 found.append(f"{node.lineno}: {name} without a safe Loader")
     return found
 
@@ -554,6 +557,8 @@ _UNSAFE_IN_SNAKEMAKE_FILES = re.compile(
     ("import yaml\nyaml.load(text, Loader=yaml.FullLoader)", True),
     ("import yaml\nyaml.load(text, Loader=yaml.SafeLoader)", False),
     ("import yaml\nyaml.safe_load(text)", False),
+    ("import yaml\nclass Strict(yaml.SafeLoader): pass\nyaml.load(text, Loader=Strict)", False),
+    ("import yaml\nclass Loose(yaml.Loader): pass\nyaml.load(text, Loader=Loose)", True),
     ("import pandas as pd\npd.read_pickle('f')", True),
     ("eval(line)", True),
     ("exec(code)", True),

@@ -105,13 +105,25 @@ def compute(frame: pd.DataFrame, settings: Settings, human: pd.DataFrame | None 
 
 
 def read_metrics(paths: Iterable[str]) -> pd.DataFrame:
-    """Concatenate per-job contract Parquet files; string columns as categoricals (small in memory)."""
+    """Concatenate per-job contract Parquet files; string columns as categoricals (small in memory).
+
+    Every file's schema (its footer alone) is checked against the contract first: a file without
+    a column would otherwise be read with that column all missing.
+    """
     import pyarrow as pa
     import pyarrow.dataset as pa_dataset
+    import pyarrow.parquet as pq
 
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("no metrics files to read; run the evaluation rules first")
+    for path in paths:
+        try:
+            problem = _contract_problem(pq.read_schema(path))
+        except (OSError, pa.ArrowException) as err:
+            problem = _unreadable(err)
+        if problem:
+            raise ValueError(_unusable(path, problem))
     strings = [name for name, kind in COLUMNS.items() if kind == "string"]
     schema = pa.schema([(name, pa.dictionary(pa.int32(), pa.string()) if kind == "string"
                          else pa.from_numpy_dtype(np.dtype(kind))) for name, kind in COLUMNS.items()])
@@ -119,8 +131,43 @@ def read_metrics(paths: Iterable[str]) -> pd.DataFrame:
     try:
         table = pa_dataset.dataset(paths, schema=schema, format=fmt).to_table()
     except (OSError, pa.ArrowException) as err:
-        raise ValueError(f"metrics files: {err}; delete the file it names and rerun the job that writes it") from None
+        for path in paths:  # a sound footer over broken data: find the file, one at a time
+            try:
+                pq.read_table(path)
+            except (OSError, pa.ArrowException) as own:
+                raise ValueError(_unusable(path, _unreadable(own))) from None
+        raise ValueError(f"metrics files: {err}") from None
     return table.unify_dictionaries().to_pandas()
+
+
+def _contract_problem(schema) -> str | None:
+    """What a Parquet schema lacks of the metrics contract (sweetspot.contract.COLUMNS), or None."""
+    import pyarrow as pa
+
+    def fits(kind: str, found: pa.DataType) -> bool:
+        if pa.types.is_dictionary(found):
+            found = found.value_type
+        if kind == "string":
+            return pa.types.is_string(found) or pa.types.is_large_string(found)
+        if kind == "float64":
+            return pa.types.is_floating(found) or pa.types.is_integer(found)
+        return pa.types.is_integer(found)
+
+    missing = [name for name in COLUMNS if name not in schema.names]
+    if missing:
+        return f"missing the contract column(s) {missing} (sweetspot.contract.COLUMNS)"
+    wrong = [f"{name} is {schema.field(name).type}, not {kind}" for name, kind in COLUMNS.items()
+             if not fits(kind, schema.field(name).type)]
+    return f"column types differ from the contract: {'; '.join(wrong)}" if wrong else None
+
+
+def _unreadable(err: Exception) -> str:
+    return f"not a readable Parquet file ({' '.join(str(err).split())})"  # Arrow's messages span lines
+
+
+def _unusable(path: str, problem: str) -> str:
+    return (f"{path}: {problem}; delete it and run snakemake again, which rebuilds it with its evaluate job "
+            f"(that job alone: snakemake --cores 1 {path})")
 
 
 # --- input checks ------------------------------------------------------------------------------

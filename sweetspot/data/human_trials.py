@@ -17,6 +17,7 @@ Taking only the part after the last '_' would therefore cut ImageNet identifiers
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 
@@ -91,10 +92,26 @@ def load_trials(root: str | Path, experiment: str) -> pd.DataFrame:
     return load_experiment(root / "human", experiment, root / "stimuli")
 
 
+def _decoded(path: Path) -> str:
+    """The CSV's text: UTF-8 (with or without a byte-order mark) or UTF-16 with its mark. Other
+    encodings are refused, not guessed: a wrong guess would silently misspell categories."""
+    data = path.read_bytes()
+    encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        name = "UTF-16" if encoding == "utf-16" else "UTF-8"
+        raise DataError(f"{path}: not {name} text (byte {data[err.start:err.start + 1]!r} at offset {err.start}); "
+                        "save it as UTF-8 (a Latin-1 file: iconv -f LATIN1 -t UTF-8)") from None
+
+
 def _read_csv(path: Path, experiment: str) -> pd.DataFrame:
     # Strings throughout: conditions such as "0.10" or "false" must keep their spelling, and
     # the response "na" must not become a missing value.
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        raw = pd.read_csv(io.StringIO(_decoded(path)), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"{path}: not a readable CSV ({err}); restore the file from the data release") from None
     raw.columns = [c.strip().lower() for c in raw.columns]  # some experiments spell "Session"
     for column in REQUIRED_COLUMNS:
         if column not in raw.columns:

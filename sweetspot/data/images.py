@@ -2,27 +2,54 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .geometry import output_size
 
+# The config's max_image_pixels reaches jobs through their environment (workflow/rules/common.smk).
+MAX_PIXELS_ENV = "SWEETSPOT_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 178_956_970  # PIL's own default
+# Every image larger than the limit is refused below with a DataError; PIL's warning between
+# one and two times its limit would only repeat that.
+warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+
 
 class DataError(ValueError):
     """A data file that cannot be used; the message names the file and the fix."""
+
+
+@contextlib.contextmanager
+def _opened(path: Path, what: str) -> Iterator[Image.Image]:
+    """Image.open that refuses, before decoding, an image over the max_image_pixels limit."""
+    limit = int(os.environ.get(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS))
+    Image.MAX_IMAGE_PIXELS = limit  # PIL's own check at open then refuses twice the limit and more
+    fix = (f"more than max_image_pixels ({limit}) pixels; if the file is genuine, raise max_image_pixels "
+           "in the config, else replace or remove the file")
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > limit:
+                raise DataError(f"{path}: {what} is {img.width}x{img.height}, {fix}")
+            yield img
+    except Image.DecompressionBombError as err:
+        raise DataError(f"{path}: {what} has {fix} ({err})") from None
 
 
 def open_rgb(path: str | Path) -> Image.Image:
     """Decode any common image into a loaded RGB PIL image.
 
     Grayscale, palette, RGBA (composited on white), CMYK and 16-bit images are converted;
-    a missing, truncated or unreadable file raises DataError naming it.
+    a missing, truncated, unreadable or oversized (max_image_pixels) file raises DataError naming it.
     """
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with _opened(path, "image") as img:
             img.load()
             return _to_rgb(img)
     except FileNotFoundError:
@@ -62,7 +89,7 @@ def read_mask(path: str | Path, *, dark_is_object: bool = False) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with _opened(path, "mask") as img:
             img.load()
             if dark_is_object:
                 img = img.convert("L")

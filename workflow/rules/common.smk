@@ -1,5 +1,6 @@
 # Config checks, the grid and path helpers shared by every rule file.
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -9,12 +10,23 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)  # the library beside the Snakefile, also without pip install
 
 from sweetspot import catalog, study
+from sweetspot.data import images
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
-study.check(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml",
-            source=", ".join(map(str, workflow.overwrite_configfiles or workflow.configfiles)) or "config")
+SCHEMA_PATH = Path(workflow.basedir) / "workflow/schemas/config.schema.yaml"
+for configfile_path in workflow.configfiles:
+    study.load_yaml(configfile_path)  # Snakemake's own loader keeps the last of a key given twice: refuse that
+study.check(config, SCHEMA_PATH, source=", ".join(map(str, workflow.configfiles)) or "config")
 validate(config, SCHEMA)  # fills schema defaults
+study.check_results(config, SCHEMA_PATH)  # reads <results>/study.json; onstart below writes it
 study.with_defaults(config)
+# A guard, not a setting of any result: it reaches the jobs (and warm-started ones) through their
+# environment, so changing it re-runs nothing.
+os.environ[images.MAX_PIXELS_ENV] = str(config["max_image_pixels"])
+
+
+onstart:
+    study.record_identity(config, SCHEMA_PATH)  # not in a dry run: jobs are about to write into RESULTS
 
 RESULTS = config["results"]
 DATA = config["data_dir"]
@@ -49,10 +61,13 @@ def res(rule_name):
     return study.resources(config, rule_name)
 
 
+CHANGED_DATA = study.changed_data(config)  # benchmark files replaced after generation: their jobs rerun
+
+
 def data_inputs(wildcards=None):
     """The generated benchmark a job reads (real data is checked by the job itself)."""
     if config["benchmark"] == "synthetic":
-        return [f"{DATA}/synthetic/MANIFEST.json"]
+        return [f"{DATA}/synthetic/MANIFEST.json", *CHANGED_DATA]
     return []
 
 
@@ -79,7 +94,11 @@ def final_targets():
     ]
     targets += plot_targets()
     if HUMAN_EXPERIMENTS:
-        targets.append(f"{RESULTS}/human/reference.csv")
+        targets += [f"{RESULTS}/human/reference.csv", f"{RESULTS}/human/trials.parquet"]
+    # Snakemake does not rebuild a missing input of an up-to-date job: as targets, a deleted
+    # per-task file comes back on a plain rerun (and the aggregate after it). Checkpoints are
+    # not targets: deleting them frees disk, and they are rebuilt when a job needs them.
+    targets += all_metrics()
     return targets
 
 
