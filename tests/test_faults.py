@@ -591,3 +591,13 @@ def test_library_and_workflow_never_unpickle_or_eval():
             if _UNSAFE_IN_SNAKEMAKE_FILES.search(line.split("#", 1)[0]):
                 problems.append(f"{path.relative_to(ROOT)}:{lineno}: {line.strip()}")
     assert problems == []
+
+
+def test_a_broken_human_trials_file_is_named(tmp_path):
+    path = tmp_path / "trials.parquet"
+    path.write_bytes(b"PAR1 not parquet")
+    with pytest.raises(ValueError, match=r"trials\.parquet: not a readable Parquet file .*human_data job"):
+        reports._read_human_trials(str(path))
+    pd.DataFrame({"dataset": ["d"], "item": ["x"], "correct": [1.0]}).to_parquet(path)
+    with pytest.raises(ValueError, match=r"missing the columns \['subject'\]"):
+        reports._read_human_trials(str(path))

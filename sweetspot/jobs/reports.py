@@ -54,7 +54,7 @@ def aggregate_study(*, evaluations: Sequence[str], metrics: str, curves: str, ta
     settings = sweet.Settings(controls=dict(controls), headline={k: list(v) for k, v in stats["headline"].items()},
                               n_boot=int(stats.get("n_boot", 1000)), confidence=float(stats.get("confidence", 0.95)),
                               seed=int(stats.get("seed", 0)), top1_margin=float(stats.get("top1_margin", 1.0)))
-    human = pd.read_parquet(human_trials) if human_trials else None
+    human = _read_human_trials(human_trials) if human_trials else None
     found_curves, found_table = sweet.compute(frame, settings, human)
     artifacts.write_parquet(curves, found_curves)
     text = prose.summary(found_table, found_curves, settings.top1_margin)
@@ -62,6 +62,22 @@ def aggregate_study(*, evaluations: Sequence[str], metrics: str, curves: str, ta
     artifacts.write_text(summary, text)
     log.info("aggregated %d rows from %d files into %d sweet-spot rows in %.1f s",
              len(frame), len(evaluations), len(found_table), time.time() - started)
+
+
+def _read_human_trials(path: str):
+    import pandas as pd
+    import pyarrow as pa
+
+    try:
+        trials = pd.read_parquet(path)
+    except (OSError, pa.ArrowException) as err:
+        raise ValueError(f"{path}: not a readable Parquet file ({err}); delete it and run snakemake again, "
+                         "which rebuilds it with the human_data job") from None
+    missing = sorted({"dataset", "subject", "item", "correct"} - set(trials.columns))
+    if missing:
+        raise ValueError(f"{path}: missing the columns {missing}; delete it and run snakemake again, "
+                         "which rebuilds it with the human_data job")
+    return trials
 
 
 def draw_plots(*, curves: str, summary: str, figures: Sequence[str], summary_page: str,
