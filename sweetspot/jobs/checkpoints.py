@@ -38,11 +38,11 @@ def train_dense(*, out: str, arch: str, arch_cfg: Mapping, seed: int, data: Mapp
     extra: dict[str, Any] = {"weights": arch_cfg.get("weights", "scratch")}
     if arch_cfg.get("weights", "scratch") == "scratch":
         images, labels, _, classes = registry.train_split(data, data["image_size"])
-        model = models.initial_model(arch_cfg, len(classes), seed).to(dev)
-        log.info("training %s (%s) from scratch: %d images, %d classes, seed %d, device %s",
-                 arch, arch_cfg["timm"], len(images), len(classes), seed, dev)
-        extra.update(classes=list(classes), train_history=_train(model, images, labels, schedule, schedule["epochs"],
-                                                                 schedule["lr"], arch_cfg, data, seed, dev, amp))
+        model = models.initial_model(arch_cfg, _num_classes(data, arch_cfg), seed).to(dev)
+        log.info("training %s (%s) from scratch: %d images, %d classes, %d outputs, seed %d, device %s",
+                 arch, arch_cfg["timm"], len(images), len(classes), model.num_classes, seed, dev)
+        extra.update(classes=list(classes), train_history=_train(model, images, labels, schedule, arch_cfg, data, seed,
+                                                                 dev, amp))
     else:
         model = weights.pretrained(arch_cfg, _num_classes(data, arch_cfg))
         log.info("loaded pretrained %s from %s", arch_cfg["timm"], arch_cfg["weights"])
@@ -59,8 +59,8 @@ def train_control(*, out: str, recipe: str, arch: str, arch_cfg: Mapping, seed: 
     if recipe == "snip":
         model = _snip_initialisation(arch_cfg, data, seed, arch).to(dev)
         images, labels, _, _ = registry.train_split(data, data["image_size"])
-        history = _train(model, images, labels, schedule, snip_epochs(snip, schedule), schedule["lr"], arch_cfg,
-                         data, seed, dev, amp)
+        history = _train(model, images, labels, {**schedule, "epochs": snip_epochs(snip, schedule)}, arch_cfg, data,
+                         seed, dev, amp)
         extra: dict[str, Any] = {"recovery": "snip schedule", "train_history": history}
         parent = None
     else:
@@ -93,7 +93,7 @@ def prune_and_recover(*, out: str, method: str, sparsity: str, arch: str, arch_c
         epochs = snip_epochs(snip, schedule)
         log.info("SNIP at initialisation to %.4f, then %d epochs of training", target, epochs)
         extra: dict[str, Any] = {"recovery": "snip schedule",
-                                 "train_history": _train(model, images, labels, schedule, epochs, schedule["lr"],
+                                 "train_history": _train(model, images, labels, {**schedule, "epochs": epochs},
                                                          arch_cfg, data, seed, dev, amp)}
         parent = None
     else:
@@ -130,9 +130,15 @@ def _setup(threads: int, seed: int, reuse_freed_memory: bool, device: str) -> to
 
 
 def _num_classes(data: Mapping, arch_cfg: Mapping) -> int:
-    if arch_cfg.get("weights", "scratch") == "scratch" and data["benchmark"] == "synthetic":
+    """The classifier's outputs: architectures.<x>.num_classes, else for training from scratch the
+    train split's classes, else ImageNet-1k's 1000."""
+    if arch_cfg.get("num_classes"):
+        return int(arch_cfg["num_classes"])
+    if arch_cfg.get("weights", "scratch") != "scratch":
+        return 1000
+    if data["benchmark"] == "synthetic":
         return len(artifacts.read_json(registry.synthetic_root(data) / "classes.json")["classes"])
-    return int(arch_cfg.get("num_classes", 1000))
+    return len(registry.train_split(data, data["image_size"])[3])
 
 
 def _snip_initialisation(arch_cfg: Mapping, data: Mapping, seed: int, arch: str) -> torch.nn.Module:
@@ -144,13 +150,15 @@ def _snip_initialisation(arch_cfg: Mapping, data: Mapping, seed: int, arch: str)
     return model
 
 
-def _train(model: torch.nn.Module, images, labels, schedule: Mapping, epochs: int, lr: float, arch_cfg: Mapping,
-           data: Mapping, seed: int, dev: torch.device, amp: bool) -> dict:
+def _train(model: torch.nn.Module, images, labels, recipe: Mapping, arch_cfg: Mapping, data: Mapping, seed: int,
+           dev: torch.device, amp: bool) -> dict:
+    """Train with a config recipe: the architecture's schedule, with a recovery's own keys on top."""
+    if int(np.max(labels)) >= model.num_classes:
+        raise ValueError(f"the train split has {int(np.max(labels)) + 1} classes but the model {model.num_classes} "
+                         "outputs; raise architectures.<arch>.num_classes or leave it out")
     preprocess = models.preprocess_for(model, arch_cfg, data["image_size"])
-    return training.train(model, images, labels, preprocess=preprocess, epochs=int(epochs), lr=float(lr),
-                          batch_size=schedule["batch_size"], weight_decay=schedule.get("weight_decay", 0.0),
-                          label_smoothing=schedule.get("label_smoothing", 0.0), augment=schedule.get("augment", True),
-                          seed=seed, device=dev, amp=amp)
+    return training.train(model, images, labels, preprocess=preprocess, seed=seed, device=dev, amp=amp,
+                          **training.recipe_kwargs(recipe))
 
 
 def _snip_batches(images, labels, snip: Mapping, schedule: Mapping, preprocess, dev: torch.device, seed: int):
@@ -170,8 +178,8 @@ def _recover(model: torch.nn.Module, recovery: Mapping, schedule: Mapping, arch_
     if mode == "finetune" and recovery.get("epochs", 0) > 0:
         images, labels, _, _ = registry.train_split(data, data["image_size"])
         # A fresh schedule per call: learning-rate rewinding when called at each IMP level.
-        history = _train(model, images, labels, schedule, recovery["epochs"], recovery["lr"], arch_cfg, data, seed,
-                         dev, amp)
+        history = _train(model, images, labels, {**schedule, **training.recipe_kwargs(recovery)}, arch_cfg, data,
+                         seed, dev, amp)
         return {"recovery": "finetune", "train_history": history}
     if mode == "bn":
         return {"recovery": "bn", **_calibrate(model, recovery, schedule, arch_cfg, data, dev)}
