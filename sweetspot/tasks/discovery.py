@@ -144,10 +144,10 @@ def evaluate(model: torch.nn.Module, samples: Sequence[Sample], dataset: str, cf
             rows += _score(dataset, "center_box", chunk, np.tile(box, (len(chunk), 1)),
                            [box_mask(box, image_size)] * len(chunk))
     if capped:
-        grids = ", ".join(f"{h}x{w} ({n} images)" for (h, w), n in sorted(capped.items()))
-        log.warning("%s: k_patches=%d exceeds the patch count of %d of %d images (grids %s): LOST ranked all "
-                    "their patches, a smaller k than asked (metric k_effective)", dataset, k_patches,
-                    sum(capped.values()), len(scored), grids)
+        grids = ", ".join(f"{h}x{w}: {n}" for (h, w), n in sorted(capped.items()))
+        log.warning("%s: %d of %d images have fewer patches than k_patches=%d (images per grid: %s); LOST ranked "
+                    "all of their patches, a smaller k than asked (metric k_effective)", dataset,
+                    sum(capped.values()), len(scored), k_patches, grids)
     log.info("%s: LOST on %s features, %d images", dataset, ", ".join(sorted(layers_used)) or "no", len(scored))
     return task_frame(rows), skipped
 
