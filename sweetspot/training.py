@@ -1,9 +1,10 @@
 """Small deterministic training, BatchNorm re-estimation and inference on in-memory uint8 images.
 
-Images are uint8 NHWC numpy arrays already at the model's input size; a `Preprocess`
-turns a batch into the normalised tensor on the target device. All randomness of a
-training run (shuffling, augmentation, dropout) derives from its `seed`, so the same
-call gives bit-identical weights on CPU and leaves the global RNGs untouched.
+Images are uint8 NHWC numpy arrays already at the model's input size, or LazyImages (read
+on demand; they also crop themselves for training); a `Preprocess` turns a batch into the
+normalised tensor on the target device. All randomness of a training run (shuffling,
+augmentation, dropout) derives from its `seed`, so the same call gives bit-identical weights
+on CPU and leaves the global RNGs untouched.
 """
 
 from __future__ import annotations

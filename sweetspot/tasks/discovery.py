@@ -1,14 +1,14 @@
 """The discovery task: unsupervised single-object discovery with LOST, scored by CorLoc.
 
 Per image (item = sample id) and variant: `corloc` (0/1), `iou` (best box IoU with any gt
-box), when the sample has an object mask `mask_iou`, and `k_effective` (the candidate
-patches LOST ranked: k_patches, or the image's patch count when that is smaller). Variants: `lost` on the model's
-features; as baselines `center_box` (a fixed centred box) and `random_init` (LOST on the
-same architecture untrained), which tell what the features add over a prior on where
-objects are and over the architecture alone. One forward pass per image and model, in fp32
-(no autocast: LOST depends on the signs of small affinities). Images are read at the study's
-fixed size, or with `native_resolution` at their own size cropped to the model's stride or patch
-size, as LOST does (sweetspot.tasks.inputs).
+box), when the sample has an object mask `mask_iou`, and for LOST `k_effective` (the
+candidate patches it ranked: k_patches, or the image's patch count when that is smaller).
+Variants: `lost` on the model's features; as baselines `center_box` (a fixed centred box)
+and `random_init` (LOST on the same architecture untrained), which tell what the features
+add over a prior on where objects are and over the architecture alone. One forward pass per
+image and model, in fp32 (no autocast: LOST depends on the signs of small affinities).
+Images are read at the study's fixed size, or with `native_resolution` at their own size
+cropped to the model's stride or patch size, as LOST does (sweetspot.tasks.inputs).
 """
 
 from __future__ import annotations
