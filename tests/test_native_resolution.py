@@ -174,7 +174,8 @@ def test_lost_at_native_size_crops_to_the_stride_and_finds_the_box_on_non_square
         assert values[(item, "iou")] == 1.0 and values[(item, "corloc")] == 1.0 and values[(item, "mask_iou")] == 1.0
     assert values[("wide", "k_effective")] == 5 * 8 and values[("tall", "k_effective")] == 6 * 4  # 40x64, 48x32
     fitted = {b.samples[0].item: b.samples[0]
-              for b in batches(CellColour(), samples, native=True, mode="crop", batch_size=4, preprocess=pre, device=CPU)}
+              for b in batches(CellColour(), samples, native=True, mode="crop", batch_size=4, preprocess=pre,
+                               device=CPU)}
     wide = fitted["wide"]
     assert wide.image.shape == (40, 64, 3) and np.array_equal(wide.mask, samples[0].mask[:40, :64])
     found, grid_masks, _ = discovery.discover(CellColour(), pre(wide.image[None], CPU))
@@ -230,3 +231,22 @@ def test_deletion_and_insertion_never_touch_padding_and_count_only_the_images_pi
         assert changed[-1] == 0 and changed[0] == 54  # from the blurred image to the intact one
     scores = perturbation_scores(model, x, maps, torch.zeros(1, dtype=torch.long), steps=3, valid=valid)
     assert all(np.isfinite(v).all() for v in scores.values())
+
+
+def test_a_task_reads_native_sizes_capped_at_max_side(tmp_path):
+    from paper_fixtures import write_voc
+    from sweetspot.tasks.context import EvalContext
+
+    write_voc(tmp_path / "VOC2012", ("2007_000032", "2007_000033"), segmentation=True)
+    data = {"benchmark": "paper", "data_dir": str(tmp_path), "image_size": 48,
+            "datasets": {"voc12": str(tmp_path / "VOC2012")}}
+    ctx = EvalContext(model=create("test_resnet"), arch_cfg={"timm": "test_resnet"}, method="dense", seed=0, data=data,
+                      device=CPU)
+    assert [s.image.shape for s in ctx.task_samples("voc12-trainval", {})] == [(48, 48, 3)] * 2
+    native = ctx.task_samples("voc12-trainval", {"native_resolution": True})
+    assert [s.image.shape[:2] for s in native] == [(60, 80), (76, 60)]
+    capped = ctx.task_samples("voc12-trainval", {"native_resolution": True, "max_side": 40})
+    assert [s.image.shape[:2] for s in capped] == [(30, 40), (40, 32)]
+    np.testing.assert_allclose(capped[0].boxes, native[0].boxes / 2)
+    with pytest.raises(ValueError, match="needs native_resolution: true"):
+        ctx.task_samples("voc12-trainval", {"max_side": 40})

@@ -97,7 +97,8 @@ def test_native_resolution_the_recipe_and_the_prunable_set_are_the_presets(paper
     k = metrics[(metrics["metric"] == "k_effective") & (metrics["variant"] == "lost")].groupby("arch")["value"]
     assert (k.nunique() > 1).all() and (k.max() < 100).all()
     # the ViT's q/k/v projections stay dense, as torchvision's fused projection in the paper
-    layers = metrics[(metrics["metric"] == "layer_sparsity") & (metrics["arch"] == "vit") & (metrics["method"] == "imp")]
+    vit_imp = (metrics["arch"] == "vit") & (metrics["method"] == "imp")
+    layers = metrics[(metrics["metric"] == "layer_sparsity") & vit_imp]
     qkv = layers["item"].str.contains(r"attn\.qkv")
     assert qkv.any() and (layers.loc[qkv, "value"] == 0).all() and (layers.loc[~qkv, "value"] > 0).any()
     sidecar = yaml.safe_load((paper_study / "results" / "models" / "vit" / "imp" / "0.36" / "seed0.safetensors.json")
