@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 from torch import nn
 
-from .features import output_at
+from .features import output_at, patch_grid
 from .models import family as model_family
 from .speedups.pass_copy import pass_copy
 
@@ -348,7 +348,7 @@ class _TokenGrid(nn.Module):
 @contextlib.contextmanager
 def _vit_token_grid(model: nn.Module, image_hw: Sequence[int]) -> Iterator[nn.Module]:
     """Route the patch tokens entering the last attention through a `_TokenGrid` while open."""
-    grid_hw = _patch_grid(model, image_hw)
+    grid_hw = patch_grid(model, image_hw)
     prefix = int(getattr(model, "num_prefix_tokens", 1))
     view = _TokenGrid()
 
@@ -368,12 +368,6 @@ def _vit_token_grid(model: nn.Module, image_hw: Sequence[int]) -> Iterator[nn.Mo
         yield view
     finally:
         handle.remove()
-
-
-def _patch_grid(model: nn.Module, image_hw: Sequence[int]) -> tuple[int, int]:
-    patch = model.patch_embed.patch_size
-    ph, pw = (patch, patch) if isinstance(patch, int) else patch
-    return int(image_hw[0]) // ph, int(image_hw[1]) // pw
 
 
 def _last_attention(model: nn.Module) -> nn.Module:
@@ -404,5 +398,5 @@ def _attention_from_qkv(model: nn.Module, qkv: torch.Tensor, image_hw: Sequence[
     weights = (q @ k.transpose(-2, -1) * attn.scale).softmax(dim=-1)  # (N, heads, T, T)
     prefix = int(getattr(model, "num_prefix_tokens", 1))
     cls_to_patches = weights[:, :, 0, prefix:].mean(dim=1)
-    grid = cls_to_patches.reshape(n, 1, *_patch_grid(model, image_hw))
+    grid = cls_to_patches.reshape(n, 1, *patch_grid(model, image_hw))  # row-major: (rows, columns)
     return F.interpolate(grid, size=tuple(image_hw), mode="bilinear", align_corners=False)[:, 0]

@@ -53,6 +53,8 @@ METRICS: dict[str, Metric] = {
     "corloc": Metric("discovery", "CorLoc", True, "headline"),
     "iou": Metric("discovery", "box IoU", True, "exploratory"),
     "mask_iou": Metric("discovery", "mask IoU", True, "exploratory"),
+    # LOST's candidate count: k_patches, or fewer when an image has fewer patches (then LOST ranked them all).
+    "k_effective": Metric("discovery", "LOST candidate patches", True, "diagnostic"),
     "shape_bias": Metric("alignment", "shape bias", True, "headline", set_level=True),
     "error_consistency": Metric("alignment", "error consistency with humans", True, "headline", set_level=True),
     "correct": Metric("alignment", "decision accuracy", True, "exploratory"),

@@ -8,7 +8,7 @@ ViTs it ends at the last block's qkv projection (`output_at`), since nothing aft
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -45,13 +45,21 @@ def _rows_of_map(fmap: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
     return fmap.flatten(2).transpose(1, 2).float(), (h, w)
 
 
-def _patch_tokens(model: torch.nn.Module, tokens: torch.Tensor, source: str) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Drop the prefix (class, register) tokens and check the rest fill the patch grid."""
-    h, w = (int(s) for s in model.patch_embed.grid_size)
+def patch_grid(model: torch.nn.Module, image_hw: Sequence[int]) -> tuple[int, int]:
+    """The (rows, columns) of patches a ViT cuts an image of `image_hw` pixels into (row-major tokens)."""
+    patch = model.patch_embed.patch_size
+    ph, pw = (patch, patch) if isinstance(patch, int) else patch
+    return int(image_hw[0]) // ph, int(image_hw[1]) // pw
+
+
+def _patch_tokens(model: torch.nn.Module, tokens: torch.Tensor, source: str,
+                  image_hw: Sequence[int]) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Drop the prefix (class, register) tokens and check the rest fill the input's patch grid."""
+    h, w = patch_grid(model, image_hw)
     prefix = int(getattr(model, "num_prefix_tokens", 0))
     if tokens.shape[1] != prefix + h * w:
         raise ValueError(f"{source}: {tokens.shape[1]} tokens, expected {prefix} prefix + {h}x{w} patches; "
-                         "feed images at the model's img_size")
+                         "a ViT not built with dynamic_img_size takes only its img_size (sweetspot.models.timm_model)")
     return tokens[:, prefix:].float(), (h, w)
 
 
@@ -93,7 +101,7 @@ def _vit_keys(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, tu
     # timm's layout: (q | k | v) along the last axis, each split into heads x head_dim.
     keys = qkv.reshape(n, t, 3, heads, head_dim)[:, :, 1]
     keys = attn.k_norm(keys.transpose(1, 2)).transpose(1, 2)  # the keys attention uses (Identity unless qk_norm)
-    feats, grid = _patch_tokens(model, keys.reshape(n, t, heads * head_dim), layer)
+    feats, grid = _patch_tokens(model, keys.reshape(n, t, heads * head_dim), layer, x.shape[-2:])
     return feats, grid, layer
 
 
@@ -115,5 +123,5 @@ def _module_output(model: torch.nn.Module, x: torch.Tensor, layer: str) -> tuple
     if out.ndim == 4:
         return *_rows_of_map(out), layer
     if out.ndim == 3 and family(model) == "vit":
-        return *_patch_tokens(model, out, layer), layer
+        return *_patch_tokens(model, out, layer, x.shape[-2:]), layer
     raise ValueError(f"feature_layer {layer!r} outputs shape {tuple(out.shape)}; need an NCHW map or ViT tokens (N, T, C)")

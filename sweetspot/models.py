@@ -7,6 +7,7 @@ records what the weights are; nothing here ever unpickles a file.
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +49,43 @@ def family(model: torch.nn.Module) -> str:
 
 def create(arch_cfg: Mapping[str, Any], num_classes: int) -> torch.nn.Module:
     """A freshly initialised timm model from an architecture config entry."""
+    timm_names.check(arch_cfg["timm"])
+    return timm_model(arch_cfg["timm"], num_classes, arch_cfg.get("kwargs") or {})
+
+
+def timm_model(name: str, num_classes: int, kwargs: Mapping[str, Any], *, pretrained: bool = False) -> torch.nn.Module:
+    """timm.create_model; vision transformers are built with `dynamic_img_size`.
+
+    With it a ViT takes any input whose sides are multiples of its patch size (the position
+    embeddings are resampled to the input's grid), which native-resolution evaluation needs. At
+    the size it was built for nothing is resampled: outputs are bit-identical, in training too
+    (tests/test_native_resolution.py). Architectures without the option refuse the keyword at
+    once, before any weights are read, and are built without it; `kwargs` may set it explicitly.
+    """
     import timm
 
-    timm_names.check(arch_cfg["timm"])
-    kwargs = dict(arch_cfg.get("kwargs") or {})
-    return timm.create_model(arch_cfg["timm"], pretrained=False, num_classes=num_classes, **kwargs)
+    if "dynamic_img_size" not in kwargs:
+        try:
+            return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, dynamic_img_size=True,
+                                     **kwargs)
+        except TypeError as err:
+            if "dynamic_img_size" not in str(err):
+                raise
+    return timm.create_model(name, pretrained=pretrained, num_classes=num_classes, **kwargs)
+
+
+def input_multiple(model: torch.nn.Module) -> int:
+    """The side lengths of an input must be multiples of this for the model's grid to tile it
+    exactly: a ViT's patch size, a CNN's feature stride (the reduction timm records for its last
+    stage, which counts a dilated stage: 16 for a ResNet built with output_stride=16)."""
+    if family(model) == "vit":
+        patch = model.patch_embed.patch_size
+        return math.lcm(*patch) if isinstance(patch, (tuple, list)) else int(patch)
+    info = getattr(model, "feature_info", None)
+    if not isinstance(info, list) or not info or "reduction" not in info[-1]:
+        raise ValueError(f"{type(model).__name__} does not record its feature stride (timm's feature_info); "
+                         "evaluate it at a fixed size: native_resolution: false")
+    return int(info[-1]["reduction"])
 
 
 def initial_model(arch_cfg: Mapping[str, Any], num_classes: int, seed: int) -> torch.nn.Module:

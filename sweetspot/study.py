@@ -161,6 +161,9 @@ def _semantic_problems(config: dict) -> list[str]:
             continue  # the schema already refused it
         if not cfg.get("datasets"):
             problems.append(f"tasks.{task}.datasets: list at least one dataset, or remove the task")
+        if cfg.get("max_side") is not None and not cfg.get("native_resolution"):
+            problems.append(f"tasks.{task}.max_side: caps native image sizes; set tasks.{task}.native_resolution: "
+                            "true or remove max_side")
         for i, name in enumerate(cfg.get("datasets") or []):
             if name not in known:
                 close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)

@@ -1,9 +1,10 @@
 """Small deterministic training, BatchNorm re-estimation and inference on in-memory uint8 images.
 
-Images are uint8 NHWC numpy arrays already at the model's input size; a `Preprocess`
-turns a batch into the normalised tensor on the target device. All randomness of a
-training run (shuffling, augmentation, dropout) derives from its `seed`, so the same
-call gives bit-identical weights on CPU and leaves the global RNGs untouched.
+Images are uint8 NHWC numpy arrays already at the model's input size, or LazyImages (read
+on demand; they also crop themselves for training); a `Preprocess` turns a batch into the
+normalised tensor on the target device. All randomness of a training run (shuffling,
+augmentation, dropout) derives from its `seed`, so the same call gives bit-identical weights
+on CPU and leaves the global RNGs untouched.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -47,12 +48,37 @@ def _batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return np.array_split(order, max(1, math.ceil(len(order) / batch_size)))
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warmup to 1, then cosine decay to 0 at the last step."""
+OPTIMIZERS = ("adamw", "sgd")
+LR_SCHEDULES = ("cosine", "step")
+# The keyword arguments of `train` that a training recipe in the config sets (dense, architectures.<x>.train,
+# pruning.recovery), under the same names.
+RECIPE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "augment", "optimizer", "momentum",
+               "lr_schedule", "warmup_fraction", "step_epochs", "step_gamma")
+
+
+def recipe_kwargs(recipe: Mapping[str, Any]) -> dict[str, Any]:
+    """The `train` keyword arguments a config recipe sets; other keys (a recovery's mode) are not training's."""
+    return {key: recipe[key] for key in RECIPE_KEYS if key in recipe}
+
+
+def _lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine", steps_per_epoch: int = 1,
+               step_epochs: int = 30, step_gamma: float = 0.1) -> float:
+    """Linear warmup to 1, then "cosine" decay to 0 at the last step, or "step" decay: times
+    step_gamma every step_epochs epochs (counted from the start, warmup included)."""
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "step":
+        return step_gamma ** (step // steps_per_epoch // step_epochs)
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _optimizer(name: str, groups: list[dict[str, Any]], lr: float, momentum: float) -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    raise ValueError(f"optimizer {name!r} unknown; choose from {', '.join(OPTIMIZERS)}")
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -89,16 +115,26 @@ def _augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
 def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, preprocess: Preprocess, epochs: int,
           batch_size: int, lr: float, weight_decay: float = 0.0, label_smoothing: float = 0.0, seed: int = 0,
           device: torch.device | str, amp: bool = False, augment: bool = True, warmup_fraction: float = 0.1,
-          log: Callable[[dict[str, float]], None] | None = None) -> dict[str, list[float]]:
-    """Train with AdamW and a fresh warmup+cosine schedule; returns per-epoch loss and train accuracy.
+          optimizer: str = "adamw", momentum: float = 0.9, lr_schedule: str = "cosine", step_epochs: int = 30,
+          step_gamma: float = 0.1, log: Callable[[dict[str, float]], None] | None = None) -> dict[str, list[float]]:
+    """Train with a fresh schedule; returns per-epoch loss and train accuracy.
 
+    `optimizer` "adamw" or "sgd" (with `momentum`); weight decay on matrices and kernels only.
+    The learning rate warms up linearly over `warmup_fraction` of the steps, then follows
+    `lr_schedule`: "cosine" to 0 at the last step, or "step", times `step_gamma` every
+    `step_epochs` epochs (the paper: SGD, lr 0.1, momentum 0.9, x0.1 every 30 epochs).
     A fresh schedule per call is learning-rate rewinding when called at each IMP level.
+    With `augment`, images that can crop themselves (ImageNet's LazyImages: `random_crops`)
+    are read as random-resized crops with flips, the standard ImageNet recipe; in-memory arrays
+    are flipped and shifted (`_augment`).
     Pruning masks installed by `sweetspot.pruning` stay in force (their forward hooks).
     `log`, when given, receives {"epoch", "loss", "train_acc", "lr"} after each epoch.
     """
     history: dict[str, list[float]] = {"loss": [], "train_acc": []}
     if epochs <= 0:
         return history
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule {lr_schedule!r} unknown; choose from {', '.join(LR_SCHEDULES)}")
     _check_images(images, labels)
     device = torch.device(device)
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
@@ -107,8 +143,10 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, preproces
     steps_per_epoch = len(_batches(np.arange(len(images)), batch_size))
     total_steps = epochs * steps_per_epoch
     warmup = min(total_steps, max(1, math.ceil(warmup_fraction * total_steps))) if warmup_fraction > 0 else 0
-    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, total_steps, warmup))
+    opt = _optimizer(optimizer, _param_groups(model, weight_decay), lr, momentum)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(
+        step, total_steps, warmup, lr_schedule, steps_per_epoch, step_epochs, step_gamma))
+    crops = augment and hasattr(images, "random_crops")
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     was_training = model.training
     model.train()
@@ -119,16 +157,19 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, preproces
         for epoch in bar:
             loss_sum = correct = seen = 0.0
             for index in _batches(rng.permutation(len(images)), batch_size):
-                x = preprocess(images[index], device)
-                if augment:
-                    x = _augment(x, rng)
+                if crops:
+                    x = preprocess(images.random_crops(index, rng), device)
+                else:
+                    x = preprocess(images[index], device)
+                    if augment:
+                        x = _augment(x, rng)
                 y = labels_t[index].to(device)
                 with autocast(device, amp):
                     logits = model(x)
                     loss = criterion(logits.float(), y)
-                optimizer.zero_grad(set_to_none=True)
+                opt.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
+                opt.step()
                 schedule.step()
                 loss_sum += float(loss.detach()) * len(index)
                 correct += float((logits.detach().argmax(1) == y).sum())
@@ -136,7 +177,7 @@ def train(model: nn.Module, images: np.ndarray, labels: np.ndarray, *, preproces
             history["loss"].append(loss_sum / seen)
             history["train_acc"].append(correct / seen)
             record = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen,
-                      "lr": optimizer.param_groups[0]["lr"]}
+                      "lr": opt.param_groups[0]["lr"]}
             bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['train_acc']:.3f}")
             _log_epoch(record, epochs)
             if log is not None:

@@ -52,18 +52,16 @@ def lite_package(name: str) -> LitePackage:
 
 def pretrained(arch_cfg: Mapping[str, Any], num_classes: int) -> torch.nn.Module:
     """A timm model with the configured pretrained weights loaded (eval mode)."""
-    import timm
-
-    from .models import load_into, load_state
+    from .models import load_into, load_state, timm_model
 
     source = arch_cfg.get("weights", "scratch")
     name = arch_cfg["timm"]
     timm_names.check(name)
     kwargs = dict(arch_cfg.get("kwargs") or {})
     if source == "hub":
-        model = timm.create_model(name, pretrained=True, num_classes=num_classes, **kwargs)
+        model = timm_model(name, num_classes, kwargs, pretrained=True)
     elif source == "file":
-        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        model = timm_model(name, num_classes, kwargs)
         path = Path(arch_cfg["weights_path"]).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"architectures.*.weights_path: {path} does not exist (the architecture with "
@@ -74,7 +72,7 @@ def pretrained(arch_cfg: Mapping[str, Any], num_classes: int) -> torch.nn.Module
             package = lite_package(name)
         except ValueError as err:
             raise ConfigError(f"architectures.*.timm: {err}") from None
-        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        model = timm_model(name, num_classes, kwargs)
         load_into(model, package_state(model, name), f"{package.pip} package")
     else:
         raise ValueError(f"weights {source!r} is not a pretrained source")

@@ -125,9 +125,11 @@ def test_evaluate_finds_planted_objects_with_baselines_and_skips_boxless_images(
     assert list(frame.columns) == ["dataset", "variant", "metric", "item", "value"]
     assert set(frame["metric"]) <= set(METRICS) and set(frame["dataset"]) == {"blobs"}
     lost_rows = frame[frame.variant == "lost"].set_index(["item", "metric"])["value"]
+    # k_effective: k_patches=100 capped at the 6x6 grid's 36 patches
     assert lost_rows.to_dict() == {("a", "corloc"): 1.0, ("a", "iou"): 1.0, ("a", "mask_iou"): 1.0,
                                    ("b", "corloc"): 1.0, ("b", "iou"): 1.0,
-                                   ("d", "corloc"): 1.0, ("d", "iou"): 1.0, ("d", "mask_iou"): 1.0}
+                                   ("d", "corloc"): 1.0, ("d", "iou"): 1.0, ("d", "mask_iou"): 1.0,
+                                   ("a", "k_effective"): 36.0, ("b", "k_effective"): 36.0, ("d", "k_effective"): 36.0}
     assert set(frame[frame.variant == "random_init"]["item"]) == {"a", "b", "d"}
 
     center = frame[frame.variant == "center_box"].set_index(["item", "metric"])["value"]
@@ -150,5 +152,7 @@ def test_evaluate_costs_one_forward_pass_per_image_on_a_timm_model():
     preprocess = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), image_size=48)
     frame, skipped = evaluate(model, samples, "noise", cfg, preprocess=preprocess, device="cpu")
     assert skipped == [] and passes == [2, 2, 1]
-    assert set(frame["variant"]) == {"lost"} and len(frame) == 5 * 2
-    assert frame["value"].between(0, 1).all()
+    assert set(frame["variant"]) == {"lost"} and len(frame) == 5 * 3
+    scores = frame[frame["metric"] != "k_effective"]
+    assert scores["value"].between(0, 1).all()
+    assert (frame.loc[frame["metric"] == "k_effective", "value"] == 64).all()  # 8x8 patches, fewer than 100

@@ -109,3 +109,32 @@ def test_random_crops_are_reproducible_from_the_generator(split):
     expected = random_resized_crop(Image.open(split / items[0]).convert("RGB"), 24, np.random.default_rng(seeds[1]))
     assert np.array_equal(first[1], expected)
     assert images.random_crops(slice(0, 0), np.random.default_rng(0)).shape == (0, 24, 24, 3)
+
+
+def test_imagenet_val_accuracy_scores_the_resize_and_center_crop_of_each_file(tmp_path):
+    """Through the study's data params and the accuracy task: resize_size 40, crop 32."""
+    import torch
+
+    from paper_fixtures import write_imagenet
+    from sweetspot import models, study
+    from sweetspot.tasks import accuracy
+    from sweetspot.tasks.context import EvalContext
+
+    write_imagenet(tmp_path / "imagenet")
+    data = study.data_params({"benchmark": "paper", "data_dir": str(tmp_path), "image_size": 32, "resize_size": 40,
+                              "datasets": {"imagenet": str(tmp_path / "imagenet")}})
+    arch = {"timm": "test_resnet"}
+    torch.manual_seed(0)
+    ctx = EvalContext(model=models.create(arch, 3).eval(), arch_cfg=arch, method="dense", seed=0, data=data,
+                      device=torch.device("cpu"))
+    samples = ctx.samples("imagenet-val")
+    crop = transforms.Compose([transforms.Resize(40), transforms.CenterCrop(32)])
+    expected = np.stack([np.asarray(crop(Image.open(tmp_path / "imagenet" / "val" / s.item).convert("RGB")))
+                         for s in samples])
+    assert np.array_equal(np.stack([s.image for s in samples]), expected)
+    assert [s.label for s in samples] == [0, 0, 1, 1, 2, 2]
+    frame = accuracy.run(ctx, "imagenet-val", samples, {"datasets": ["imagenet-val"]})
+    with torch.no_grad():
+        predicted = ctx.model(ctx.preprocess(expected)).argmax(1).numpy()
+    top1 = frame[frame["metric"] == "top1"].set_index("item")["value"]
+    assert top1.to_dict() == {s.item: float(p == s.label) for s, p in zip(samples, predicted)}

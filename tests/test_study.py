@@ -106,3 +106,16 @@ def test_paper_preset_lists_the_whole_study_without_data(tmp_path):
     counts = " ".join(proc.stdout.split())
     # 3 architectures x (dense + 2 controls + 2 methods x 14 levels) checkpoints, each evaluated on 5 tasks
     assert "dense 3" in counts and "control 6" in counts and "prune 84" in counts and "evaluate 465" in counts
+    # the human data job names every alignment dataset: all 17 of model-vs-human
+    from sweetspot.data.modelvshuman import DATASETS
+
+    listed = next(line for line in (proc.stdout + proc.stderr).splitlines() if "human trials of the alignment" in line)
+    assert listed.split(": ", 2)[-1].split(", ") == [f"mvh-{name}" for name in DATASETS]
+
+
+def test_max_side_needs_native_resolution(default_config):
+    default_config["tasks"]["discovery"]["max_side"] = 480
+    with pytest.raises(study.ConfigError, match="tasks.discovery.max_side: caps native image sizes"):
+        check(default_config)
+    default_config["tasks"]["discovery"]["native_resolution"] = True
+    check(default_config)

@@ -160,3 +160,62 @@ def test_predict_logits_matches_an_eval_forward_and_restores_the_mode():
     with torch.no_grad():
         expected = model.eval()(PRE(images))
     assert torch.allclose(logits, expected, atol=1e-5)
+
+
+def test_sgd_with_step_decay_is_torchs_sgd_and_step_lr():
+    """optimizer sgd + lr_schedule step (the paper's recipe) equals torch's SGD with momentum and a
+    StepLR stepped per epoch, on the same batches (weight decay on matrices and kernels only)."""
+    images, labels = noise_images(12)
+    model, reference = resnet(), resnet()
+    lrs = []
+    run(model, images, labels, epochs=3, batch_size=6, lr=0.1, optimizer="sgd", momentum=0.9, weight_decay=1e-4,
+        lr_schedule="step", step_epochs=2, step_gamma=0.1, warmup_fraction=0.0, augment=False, seed=3,
+        log=lambda record: lrs.append(record["lr"]))
+    decay = [p for n, p in reference.named_parameters() if p.ndim > 1]
+    rest = [p for n, p in reference.named_parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": 1e-4}, {"params": rest, "weight_decay": 0.0}],
+                                lr=0.1, momentum=0.9)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.1)
+    rng = np.random.default_rng(3)
+    reference.train()
+    for _ in range(3):
+        for index in np.array_split(rng.permutation(12), 2):
+            loss = nn.functional.cross_entropy(reference(PRE(images[index])), torch.as_tensor(labels[index]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        schedule.step()
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=1e-5, atol=1e-6, msg=key)
+    assert lrs == pytest.approx([0.1, 0.01, 0.01])  # the rate set for the next epoch, after each epoch
+
+
+def test_images_that_crop_themselves_are_trained_on_random_resized_crops():
+    """A LazyImages-like split: each batch is images.random_crops(index, rng), drawn from the run's
+    generator right after the shuffle, instead of the tensor flips and shifts."""
+
+    class Crops:
+        def __init__(self, images):
+            self.images, self.shape, self.dtype = images, images.shape, images.dtype
+            self.calls = []
+
+        def __len__(self):
+            return len(self.images)
+
+        def __getitem__(self, index):
+            raise AssertionError("training with augment must not read the evaluation view")
+
+        def random_crops(self, index, rng):
+            self.calls.append((np.asarray(index).tolist(), int(rng.integers(1000))))
+            return self.images[index]
+
+    images, labels = noise_images(8)
+    crops = Crops(images)
+    run(resnet(), crops, labels, epochs=1, batch_size=4, seed=2)
+    rng = np.random.default_rng(2)
+    expected = [(index.tolist(), int(rng.integers(1000))) for index in np.array_split(rng.permutation(8), 2)]
+    assert crops.calls == expected
+    with pytest.raises(ValueError, match="lr_schedule 'linear' unknown"):
+        run(resnet(), images, labels, lr_schedule="linear")
+    with pytest.raises(ValueError, match="optimizer 'adam' unknown"):
+        run(resnet(), images, labels, optimizer="adam")

@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from .. import artifacts, contract, models, pruning, training, weights
+from .. import contract, models, pruning, training, weights
 from ..data import registry
 from ..runtime import device as devmod
 
@@ -38,13 +38,13 @@ def train_dense(*, out: str, arch: str, arch_cfg: Mapping, seed: int, data: Mapp
     extra: dict[str, Any] = {"weights": arch_cfg.get("weights", "scratch")}
     if arch_cfg.get("weights", "scratch") == "scratch":
         images, labels, _, classes = registry.train_split(data, data["image_size"])
-        model = models.initial_model(arch_cfg, len(classes), seed).to(dev)
-        log.info("training %s (%s) from scratch: %d images, %d classes, seed %d, device %s",
-                 arch, arch_cfg["timm"], len(images), len(classes), seed, dev)
-        extra.update(classes=list(classes), train_history=_train(model, images, labels, schedule, schedule["epochs"],
-                                                                 schedule["lr"], arch_cfg, data, seed, dev, amp))
+        model = models.initial_model(arch_cfg, _num_classes(arch_cfg, classes), seed).to(dev)
+        log.info("training %s (%s) from scratch: %d images, %d classes, %d outputs, seed %d, device %s",
+                 arch, arch_cfg["timm"], len(images), len(classes), model.num_classes, seed, dev)
+        extra.update(classes=list(classes), train_history=_train(model, images, labels, schedule, arch_cfg, data, seed,
+                                                                 dev, amp))
     else:
-        model = weights.pretrained(arch_cfg, _num_classes(data, arch_cfg))
+        model = weights.pretrained(arch_cfg, _num_classes(arch_cfg))
         log.info("loaded pretrained %s from %s", arch_cfg["timm"], arch_cfg["weights"])
     _save(out, model, arch=arch, arch_cfg=arch_cfg, method="dense", sparsity=0.0, seed=seed, data=data,
           parent=None, started=started, extra=extra)
@@ -57,10 +57,10 @@ def train_control(*, out: str, recipe: str, arch: str, arch_cfg: Mapping, seed: 
     dev = _setup(threads, seed, reuse_freed_memory, device)
     started = time.time()
     if recipe == "snip":
-        model = _snip_initialisation(arch_cfg, data, seed, arch).to(dev)
-        images, labels, _, _ = registry.train_split(data, data["image_size"])
-        history = _train(model, images, labels, schedule, snip_epochs(snip, schedule), schedule["lr"], arch_cfg,
-                         data, seed, dev, amp)
+        images, labels, _, classes = registry.train_split(data, data["image_size"])
+        model = _snip_initialisation(arch_cfg, classes, seed, arch).to(dev)
+        history = _train(model, images, labels, {**schedule, "epochs": snip_epochs(snip, schedule)}, arch_cfg, data,
+                         seed, dev, amp)
         extra: dict[str, Any] = {"recovery": "snip schedule", "train_history": history}
         parent = None
     else:
@@ -84,8 +84,8 @@ def prune_and_recover(*, out: str, method: str, sparsity: str, arch: str, arch_c
     target = float(sparsity)
     started = time.time()
     if method == "snip":
-        model = _snip_initialisation(arch_cfg, data, seed, arch).to(dev)
-        images, labels, _, _ = registry.train_split(data, data["image_size"])
+        images, labels, _, classes = registry.train_split(data, data["image_size"])
+        model = _snip_initialisation(arch_cfg, classes, seed, arch).to(dev)
         preprocess = models.preprocess_for(model, arch_cfg, data["image_size"])
         batches = list(_snip_batches(images, labels, snip, schedule, preprocess, dev, seed))
         pruning.prune(model, "snip", target, exclude=exclude, batches=batches,
@@ -93,7 +93,7 @@ def prune_and_recover(*, out: str, method: str, sparsity: str, arch: str, arch_c
         epochs = snip_epochs(snip, schedule)
         log.info("SNIP at initialisation to %.4f, then %d epochs of training", target, epochs)
         extra: dict[str, Any] = {"recovery": "snip schedule",
-                                 "train_history": _train(model, images, labels, schedule, epochs, schedule["lr"],
+                                 "train_history": _train(model, images, labels, {**schedule, "epochs": epochs},
                                                          arch_cfg, data, seed, dev, amp)}
         parent = None
     else:
@@ -129,14 +129,16 @@ def _setup(threads: int, seed: int, reuse_freed_memory: bool, device: str) -> to
     return devmod.resolve(device)
 
 
-def _num_classes(data: Mapping, arch_cfg: Mapping) -> int:
-    if arch_cfg.get("weights", "scratch") == "scratch" and data["benchmark"] == "synthetic":
-        return len(artifacts.read_json(registry.synthetic_root(data) / "classes.json")["classes"])
-    return int(arch_cfg.get("num_classes", 1000))
+def _num_classes(arch_cfg: Mapping, train_classes: Sequence[str] | None = None) -> int:
+    """The classifier's outputs: architectures.<x>.num_classes, else the train split's classes for a
+    model trained here, else ImageNet-1k's 1000."""
+    if arch_cfg.get("num_classes"):
+        return int(arch_cfg["num_classes"])
+    return 1000 if train_classes is None else len(train_classes)
 
 
-def _snip_initialisation(arch_cfg: Mapping, data: Mapping, seed: int, arch: str) -> torch.nn.Module:
-    model = models.initial_model(arch_cfg, _num_classes(data, arch_cfg), seed)
+def _snip_initialisation(arch_cfg: Mapping, train_classes: Sequence[str], seed: int, arch: str) -> torch.nn.Module:
+    model = models.initial_model(arch_cfg, _num_classes(arch_cfg, train_classes), seed)
     reset = models.reset_zero_init_norms(model)
     if reset:
         log.info("%s: %d zero-initialised norm scales set to 1 so that every weight has a SNIP gradient (%s ...)",
@@ -144,13 +146,15 @@ def _snip_initialisation(arch_cfg: Mapping, data: Mapping, seed: int, arch: str)
     return model
 
 
-def _train(model: torch.nn.Module, images, labels, schedule: Mapping, epochs: int, lr: float, arch_cfg: Mapping,
-           data: Mapping, seed: int, dev: torch.device, amp: bool) -> dict:
+def _train(model: torch.nn.Module, images, labels, recipe: Mapping, arch_cfg: Mapping, data: Mapping, seed: int,
+           dev: torch.device, amp: bool) -> dict:
+    """Train with a config recipe: the architecture's schedule, with a recovery's own keys on top."""
+    if int(np.max(labels)) >= model.num_classes:
+        raise ValueError(f"the train split has {int(np.max(labels)) + 1} classes but the model {model.num_classes} "
+                         "outputs; raise architectures.<arch>.num_classes or leave it out")
     preprocess = models.preprocess_for(model, arch_cfg, data["image_size"])
-    return training.train(model, images, labels, preprocess=preprocess, epochs=int(epochs), lr=float(lr),
-                          batch_size=schedule["batch_size"], weight_decay=schedule.get("weight_decay", 0.0),
-                          label_smoothing=schedule.get("label_smoothing", 0.0), augment=schedule.get("augment", True),
-                          seed=seed, device=dev, amp=amp)
+    return training.train(model, images, labels, preprocess=preprocess, seed=seed, device=dev, amp=amp,
+                          **training.recipe_kwargs(recipe))
 
 
 def _snip_batches(images, labels, snip: Mapping, schedule: Mapping, preprocess, dev: torch.device, seed: int):
@@ -170,8 +174,8 @@ def _recover(model: torch.nn.Module, recovery: Mapping, schedule: Mapping, arch_
     if mode == "finetune" and recovery.get("epochs", 0) > 0:
         images, labels, _, _ = registry.train_split(data, data["image_size"])
         # A fresh schedule per call: learning-rate rewinding when called at each IMP level.
-        history = _train(model, images, labels, schedule, recovery["epochs"], recovery["lr"], arch_cfg, data, seed,
-                         dev, amp)
+        history = _train(model, images, labels, {**schedule, **training.recipe_kwargs(recovery)}, arch_cfg, data,
+                         seed, dev, amp)
         return {"recovery": "finetune", "train_history": history}
     if mode == "bn":
         return {"recovery": "bn", **_calibrate(model, recovery, schedule, arch_cfg, data, dev)}

@@ -37,7 +37,7 @@ def evaluate_task(*, out: str, task: str, settings: Mapping, arch: str, arch_cfg
     module = tasks.load(task)
     frames = []
     for dataset in settings["datasets"]:
-        samples = subset(ctx.samples(dataset), settings.get("n_images"))
+        samples = subset(ctx.task_samples(dataset, settings), settings.get("n_images"))
         rows = pd.concat([module.run(fold_ctx, dataset, part, settings)
                           for fold_ctx, part in _split(folds, dataset, samples) if part], ignore_index=True)
         frames.append(rows)
@@ -104,6 +104,7 @@ def draw_gallery(*, out: str, arch: str, arch_cfg: Mapping, method: str, setting
         ctx = EvalContext(model=model.to(dev), arch_cfg=arch_cfg, method=sidecar["method"], seed=sidecar["seed"],
                           data=data, device=dev)
         dataset = settings["datasets"][0]
+        # At the study's fixed size, also for a native-resolution study: the figure is a grid of equal cells.
         with_mask = [s for s in subset(ctx.samples(dataset), settings.get("n_images")) if s.mask is not None
                      and s.mask.any()][: int(settings.get("gallery_images", 4))]
         with torch.random.fork_rng(devices=[]):

@@ -139,12 +139,14 @@ def localization_scores(maps: Any, masks: Any, ignore: Any | None = None) -> dic
 
 
 def perturbation_curves(model: torch.nn.Module, x: torch.Tensor, maps: Any, targets: torch.Tensor, *,
-                        mode: str, steps: int, batch_size: int = 32) -> np.ndarray:
+                        mode: str, steps: int, batch_size: int = 32, valid: Any | None = None) -> np.ndarray:
     """Target-class softmax probability at fractions 0, 1/steps, ..., 1 of pixels changed, (N, steps+1).
 
     "deletion" replaces pixels of `x` (normalised NCHW) by 0, the dataset mean colour;
     "insertion" puts them back into a blurred copy of `x`. Pixels go most relevant first.
-    The N * (steps+1) perturbed images run through the model `batch_size` at a time.
+    `valid` (N, H, W) bool marks the images' own pixels: the rest (padding) keeps its value in
+    every perturbed image and does not count among the pixels. The N * (steps+1) perturbed
+    images run through the model `batch_size` at a time.
     """
     if mode not in ("deletion", "insertion"):
         raise ValueError(f"perturbation mode {mode!r} unknown; choose deletion or insertion")
@@ -155,54 +157,75 @@ def perturbation_curves(model: torch.nn.Module, x: torch.Tensor, maps: Any, targ
     relevance = torch.as_tensor(_as_numpy(maps, np.float32), device=device).reshape(n, -1)
     if relevance.shape[1] != h * w:
         raise ValueError(f"maps {tuple(relevance.shape)} do not match the images' {h}x{w} pixels")
-    order = torch.argsort(torch.nan_to_num(relevance, nan=0.0), dim=1, descending=True, stable=True)
+    inside = _valid_pixels(valid, n, h, w).to(device)
+    # Padding ranks after every pixel of the image, so no step reaches it.
+    relevance = torch.where(inside, torch.nan_to_num(relevance, nan=0.0), float("-inf"))
+    order = torch.argsort(relevance, dim=1, descending=True, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(h * w, device=device).expand(n, -1))
     rank = rank.reshape(n, 1, h, w)
-    changed_counts = torch.as_tensor(_changed_counts(steps, h * w), device=device).long()
+    changed_counts = torch.as_tensor(_changed_counts(steps, inside.sum(1).cpu().numpy()), device=device).long()
     x = x.detach().float()
     if mode == "deletion":
         start, end = x, torch.zeros_like(x)
     else:
         blur = gaussian_blur(x, [INSERTION_BLUR_KERNEL] * 2, [INSERTION_BLUR_SIGMA] * 2)
-        start, end = blur, x
+        start, end = torch.where(inside.reshape(n, 1, h, w), blur, x), x
     targets = targets.to(device)
     pairs = torch.cartesian_prod(torch.arange(n, device=device), torch.arange(steps + 1, device=device))
     probs = torch.empty(n, steps + 1, device=device)
     with torch.no_grad():
         for chunk in pairs.split(batch_size):
             img, step = chunk[:, 0], chunk[:, 1]
-            changed = rank[img] < changed_counts[step].view(-1, 1, 1, 1)
+            changed = rank[img] < changed_counts[img, step].view(-1, 1, 1, 1)
             logits = model(torch.where(changed, end[img], start[img])).float()
             probs[img, step] = F.softmax(logits, dim=1).gather(1, targets[img].view(-1, 1))[:, 0]
     return probs.cpu().numpy().astype(np.float64)
 
 
-def _auc_of_curves(curves: np.ndarray, steps: int, n_pixels: int) -> np.ndarray:
+def _valid_pixels(valid: Any | None, n: int, h: int, w: int) -> torch.Tensor:
+    """Bool (N, H*W): the images' own pixels (all of them when `valid` is None)."""
+    if valid is None:
+        return torch.ones(n, h * w, dtype=torch.bool)
+    inside = torch.as_tensor(_as_numpy(valid, bool))
+    if tuple(inside.shape) != (n, h, w):
+        raise ValueError(f"valid {tuple(inside.shape)} must have the images' shape {(n, h, w)}")
+    return inside.reshape(n, -1)
+
+
+def _auc_of_curves(curves: np.ndarray, steps: int, n_pixels: np.ndarray) -> np.ndarray:
+    """Per image, the trapezoid area under its curve over the fraction of its `n_pixels` changed."""
+    n_pixels = np.asarray(n_pixels).reshape(-1, 1)
     fractions = _changed_counts(steps, n_pixels) / n_pixels
-    return ((curves[:, 1:] + curves[:, :-1]) / 2 * np.diff(fractions)).sum(axis=1)  # trapezoid rule
+    return ((curves[:, 1:] + curves[:, :-1]) / 2 * np.diff(fractions, axis=1)).sum(axis=1)
 
 
-def _changed_counts(steps: int, n_pixels: int) -> np.ndarray:
-    """Pixels changed at each of the steps+1 points: round(s * P / steps), from 0 to P."""
+def _changed_counts(steps: int, n_pixels: np.ndarray) -> np.ndarray:
+    """Pixels changed at each of the steps+1 points: round(s * P / steps), from 0 to P, one row per image's P."""
+    n_pixels = np.asarray(n_pixels, dtype=np.float64).reshape(-1, 1)
     return np.round(np.arange(steps + 1) * (n_pixels / steps))
 
 
 def perturbation_scores(model: torch.nn.Module, x: torch.Tensor, maps: Any, targets: torch.Tensor, *,
-                        steps: int, batch_size: int = 32) -> dict[str, np.ndarray]:
+                        steps: int, batch_size: int = 32, valid: Any | None = None) -> dict[str, np.ndarray]:
     """Deletion and insertion AUC per image, raw and relative to the intact image.
 
     deletion_auc / insertion_auc: areas under the target-class probability curves (lower /
     higher: the map found what the model uses). The *_norm variants divide the curve by the
     target's probability on the intact image (the deletion curve's first point), so a model that
     has merely lost confidence does not score a lower deletion AUC for free. Non-finite maps
-    and an intact probability of 0 give NaN.
+    and an intact probability of 0 give NaN. `valid` as in perturbation_curves: padding is
+    never changed and non-finite values there do not count.
     """
-    n_pixels = x.shape[-2] * x.shape[-1]
-    finite = np.isfinite(_as_numpy(maps, np.float64).reshape(x.shape[0], -1)).all(axis=1)
-    deletion = perturbation_curves(model, x, maps, targets, mode="deletion", steps=steps, batch_size=batch_size)
-    insertion = perturbation_curves(model, x, maps, targets, mode="insertion", steps=steps, batch_size=batch_size)
+    n, _, h, w = x.shape
+    inside = _valid_pixels(valid, n, h, w).numpy()
+    finite = (np.isfinite(_as_numpy(maps, np.float64).reshape(n, -1)) | ~inside).all(axis=1)
+    deletion = perturbation_curves(model, x, maps, targets, mode="deletion", steps=steps, batch_size=batch_size,
+                                   valid=valid)
+    insertion = perturbation_curves(model, x, maps, targets, mode="insertion", steps=steps, batch_size=batch_size,
+                                    valid=valid)
     intact = deletion[:, 0]
+    n_pixels = inside.sum(axis=1)
     scores = {"deletion_auc": _auc_of_curves(deletion, steps, n_pixels),
               "insertion_auc": _auc_of_curves(insertion, steps, n_pixels)}
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -214,14 +237,17 @@ def perturbation_scores(model: torch.nn.Module, x: torch.Tensor, maps: Any, targ
 def deletion_auc(model: torch.nn.Module, x: torch.Tensor, maps: Any, targets: torch.Tensor, *,
                  steps: int, batch_size: int = 32) -> np.ndarray:
     """Area under the deletion curve per image (lower: the map found what the model uses)."""
-    curves = perturbation_curves(model, x, maps, targets, mode="deletion", steps=steps, batch_size=batch_size)
-    finite = np.isfinite(_as_numpy(maps, np.float64).reshape(x.shape[0], -1)).all(axis=1)
-    return np.where(finite, _auc_of_curves(curves, steps, x.shape[-2] * x.shape[-1]), np.nan)
+    return _area(model, x, maps, targets, "deletion", steps, batch_size)
 
 
 def insertion_auc(model: torch.nn.Module, x: torch.Tensor, maps: Any, targets: torch.Tensor, *,
                   steps: int, batch_size: int = 32) -> np.ndarray:
     """Area under the insertion curve per image (higher: the map found what the model uses)."""
-    curves = perturbation_curves(model, x, maps, targets, mode="insertion", steps=steps, batch_size=batch_size)
+    return _area(model, x, maps, targets, "insertion", steps, batch_size)
+
+
+def _area(model: torch.nn.Module, x: torch.Tensor, maps: Any, targets: torch.Tensor, mode: str, steps: int,
+          batch_size: int) -> np.ndarray:
+    curves = perturbation_curves(model, x, maps, targets, mode=mode, steps=steps, batch_size=batch_size)
     finite = np.isfinite(_as_numpy(maps, np.float64).reshape(x.shape[0], -1)).all(axis=1)
-    return np.where(finite, _auc_of_curves(curves, steps, x.shape[-2] * x.shape[-1]), np.nan)
+    return np.where(finite, _auc_of_curves(curves, steps, np.full(x.shape[0], x.shape[-2] * x.shape[-1])), np.nan)

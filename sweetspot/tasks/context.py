@@ -41,11 +41,21 @@ class EvalContext:
         """The same evaluation with another model (the other cross-fitting fold)."""
         return replace(self, model=model)
 
-    def samples(self, dataset: str) -> list[Sample]:
+    def samples(self, dataset: str, *, native: bool = False, max_side: int | None = None) -> list[Sample]:
+        """The dataset's samples at the study's image size, or with `native` each image at its own
+        size (aspect kept, the longer side capped at `max_side` when given)."""
+        if max_side is not None and not native:
+            raise ValueError(f"max_side={max_side} caps native sizes; it needs native_resolution: true")
         source = registry.info(dataset).source or dataset
-        if source not in self._cache:
-            self._cache[source] = registry.load_eval(source, self.data, self.size)
-        return self._cache[source]
+        key = (source, native, max_side)
+        if key not in self._cache:
+            self._cache[key] = registry.load_eval(source, self.data, None if native else self.size, max_side=max_side)
+        return self._cache[key]
+
+    def task_samples(self, dataset: str, settings: Mapping[str, Any]) -> list[Sample]:
+        """The samples as a task's settings ask for them (native_resolution, max_side)."""
+        return self.samples(dataset, native=bool(settings.get("native_resolution", False)),
+                            max_side=settings.get("max_side"))
 
     def class_groups(self, dataset: str) -> list[list[int]] | None:
         """ImageNet classifiers decide among the 16 model-vs-human categories by mean probability."""

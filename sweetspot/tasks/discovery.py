@@ -1,11 +1,14 @@
 """The discovery task: unsupervised single-object discovery with LOST, scored by CorLoc.
 
 Per image (item = sample id) and variant: `corloc` (0/1), `iou` (best box IoU with any gt
-box) and, when the sample has an object mask, `mask_iou`. Variants: `lost` on the model's
-features; as baselines `center_box` (a fixed centred box) and `random_init` (LOST on the
-same architecture untrained), which tell what the features add over a prior on where
-objects are and over the architecture alone. One forward pass per image and model, in fp32
-(no autocast: LOST depends on the signs of small affinities).
+box), when the sample has an object mask `mask_iou`, and for LOST `k_effective` (the
+candidate patches it ranked: k_patches, or the image's patch count when that is smaller).
+Variants: `lost` on the model's features; as baselines `center_box` (a fixed centred box)
+and `random_init` (LOST on the same architecture untrained), which tell what the features
+add over a prior on where objects are and over the architecture alone. One forward pass per
+image and model, in fp32 (no autocast: LOST depends on the signs of small affinities).
+Images are read at the study's fixed size, or with `native_resolution` at their own size
+cropped to the model's stride or patch size, as LOST does (sweetspot.tasks.inputs).
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from ..contract import task_frame
-from ..data.samples import Sample, stack_images
+from ..data.samples import Sample
 from ..features import AUTO, patch_features
 from ..metrics.lost import corloc_hits, lost, mask_iou, upsample_grid_mask
 from ..models import create, family
+from . import inputs
 from .context import EvalContext
 
 log = logging.getLogger(__name__)
@@ -91,7 +95,12 @@ def evaluate(model: torch.nn.Module, samples: Sequence[Sample], dataset: str, cf
     """Score the first cfg["n_images"] samples; returns the task frame and the items skipped (no gt box).
 
     cfg: n_images, k_patches (100), feature_layer ("auto"), batch_size (64),
-    baselines (false), center_box_fraction (needed with baselines). Models are put in eval mode.
+    baselines (false), center_box_fraction (needed with baselines), native_resolution (false:
+    the samples share one size; true: each at its own size, cropped to the model's stride or
+    patch size as LOST does). Models are put in eval mode.
+
+    Besides the scores, each LOST variant records per image `k_effective`: the candidate patches
+    LOST ranked, k_patches capped at the image's patch count; a cap is also logged.
     """
     n_images = cfg.get("n_images")
     chosen = list(samples)[: None if n_images is None else int(n_images)]
@@ -114,19 +123,31 @@ def evaluate(model: torch.nn.Module, samples: Sequence[Sample], dataset: str, cf
 
     rows: list[dict[str, Any]] = []
     layers_used: set[str] = set()
-    for start in range(0, len(scored), batch_size):
-        batch = scored[start : start + batch_size]
-        x = preprocess(stack_images(batch), device)
+    capped: dict[tuple[int, int], int] = {}  # grid -> images whose patch count is below k_patches
+    for batch in inputs.batches(model, scored, native=bool(cfg.get("native_resolution", False)), mode="crop",
+                                batch_size=batch_size, preprocess=preprocess, device=device):
+        x, chunk = batch.x, batch.samples
         image_size = (int(x.shape[-2]), int(x.shape[-1]))
         for variant, m in variants.items():
             boxes, grid_masks, used = discover(m, x, k_patches=k_patches, layer=layer)
             layers_used.add(used)
+            grid = tuple(grid_masks.shape[1:])
+            k_effective = min(k_patches, grid[0] * grid[1])
+            if variant == "lost" and k_effective < k_patches:
+                capped[grid] = capped.get(grid, 0) + len(chunk)
             pixel_masks = [upsample_grid_mask(g, image_size) for g in grid_masks.numpy()]
-            rows += _score(dataset, variant, batch, boxes.numpy(), pixel_masks)
+            rows += _score(dataset, variant, chunk, boxes.numpy(), pixel_masks)
+            rows += [{"dataset": dataset, "variant": variant, "metric": "k_effective", "item": s.item,
+                      "value": float(k_effective)} for s in chunk]
         if baselines:
             box = center_box(image_size, fraction)
-            rows += _score(dataset, "center_box", batch, np.tile(box, (len(batch), 1)),
-                           [box_mask(box, image_size)] * len(batch))
+            rows += _score(dataset, "center_box", chunk, np.tile(box, (len(chunk), 1)),
+                           [box_mask(box, image_size)] * len(chunk))
+    if capped:
+        grids = ", ".join(f"{h}x{w}: {n}" for (h, w), n in sorted(capped.items()))
+        log.warning("%s: %d of %d images have fewer patches than k_patches=%d (images per grid: %s); LOST ranked "
+                    "all of their patches, a smaller k than asked (metric k_effective)", dataset,
+                    sum(capped.values()), len(scored), k_patches, grids)
     log.info("%s: LOST on %s features, %d images", dataset, ", ".join(sorted(layers_used)) or "no", len(scored))
     return task_frame(rows), skipped
 

@@ -7,6 +7,10 @@ image's probability), and the map flags flag_zero_map / flag_nonfinite_map
 degenerate maps). Methods that do not apply to the model's family are left out with a log
 line; images without an object mask are not scored but counted (flag_skipped rows).
 
+Images are scored at the study's fixed size, or with `native_resolution` at their own size,
+padded to the model's stride or patch size; padded pixels count for no metric
+(sweetspot.tasks.inputs).
+
 All methods of a batch explain the same targets, picked by the forward pass that the
 single-pass methods share (sweetspot.attributions.attribute_batch). Attributions run
 in float32 (no autocast): gradients of small models in bf16 are mostly rounding.
@@ -24,6 +28,7 @@ import torch
 from ..attributions import applicable, attribute_batch, choose_targets
 from ..contract import task_frame
 from ..data.samples import Sample, stack_images
+from . import inputs
 from .context import EvalContext
 from ..metrics.localization import localization_scores, perturbation_scores
 from ..models import Preprocess, family
@@ -38,10 +43,6 @@ def _methods(model: torch.nn.Module, cfg: Mapping[str, Any]) -> list[str]:
     if left_out:
         log.info("attribution methods %s do not apply to a %s model; skipped", left_out, fam)
     return methods
-
-
-def _batches(samples: Sequence[Sample], size: int) -> list[Sequence[Sample]]:
-    return [samples[i:i + size] for i in range(0, len(samples), size)]
 
 
 def _maps(model: torch.nn.Module, x: torch.Tensor, samples: Sequence[Sample], methods: Sequence[str],
@@ -71,7 +72,9 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: M
     skipped for lack of a (non-empty) object mask.
 
     cfg: methods, n_images, target, pooling, ig_steps, smoothgrad_samples, smoothgrad_stdev,
-    deletion_steps and optionally batch_size (32), seed, ig_internal_batch_size, gradcam_layer.
+    deletion_steps and optionally batch_size (32), seed, ig_internal_batch_size, gradcam_layer,
+    native_resolution (false: the samples share one size; true: each at its own size, padded to
+    the model's multiple, the padding ignored by every metric, deletion and insertion included).
     """
     chosen = samples[: int(cfg["n_images"])]
     scored = [s for s in chosen if s.mask is not None and s.mask.any()]
@@ -82,16 +85,19 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: M
     batch_size = int(cfg.get("batch_size", 32))
     steps = int(cfg["deletion_steps"])
     rows: list[dict[str, Any]] = []
-    for batch in _batches(scored, batch_size):
-        x = preprocess(stack_images(list(batch)), device)
-        masks, ignore = _ground_truth(batch, tuple(x.shape[-2:]), dataset)
-        targets, maps_by_method = _maps(model, x, batch, methods, cfg, class_groups)
+    native = bool(cfg.get("native_resolution", False))
+    for batch in inputs.batches(model, scored, native=native, mode="pad", batch_size=batch_size,
+                                preprocess=preprocess, device=device):
+        x = batch.x
+        masks, ignore = _ground_truth(batch.samples, tuple(x.shape[-2:]), dataset)
+        targets, maps_by_method = _maps(model, x, batch.samples, methods, cfg, class_groups)
         for method, maps in maps_by_method.items():
             scores = localization_scores(maps, masks, ignore)
-            scores.update(perturbation_scores(model, x, maps, targets, steps=steps, batch_size=batch_size))
+            scores.update(perturbation_scores(model, x, maps, targets, steps=steps, batch_size=batch_size,
+                                              valid=batch.valid()))
             for metric, values in scores.items():
                 rows += [{"dataset": dataset, "variant": method, "metric": metric, "item": s.item, "value": float(v)}
-                         for s, v in zip(batch, values)]
+                         for s, v in zip(batch.samples, values)]
     return task_frame(rows), skipped
 
 

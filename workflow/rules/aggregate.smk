@@ -84,6 +84,8 @@ rule human_data:
         trials=f"{RESULTS}/human/trials.parquet",
         reference=report(f"{RESULTS}/human/reference.csv", caption="../report/human_reference.rst",
                          category="4 Sweet-spot table"),
+    message:
+        "human trials of the alignment datasets: " + ", ".join(HUMAN_EXPERIMENTS)
     params:
         job="sweetspot.jobs.reports:collect_human_data",
         experiments=HUMAN_EXPERIMENTS,
