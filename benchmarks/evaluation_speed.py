@@ -468,7 +468,8 @@ def run_case(case: Case, bench: Bench, quick: bool, methods: list[str]) -> list[
     if len(single) > 1:
         # As the interpretability task runs them: one call that also picks the targets, against
         # the paper's way of running each method alone.
-        per_batch = {"in": 2, "fwd": -1} if "guided_gradcam" in single else {"in": 1}
+        per_batch = ({"in": 2, "fwd": -1} if "guided_gradcam" in single
+                     else {"in": 1} if "saliency" in single else {"layer": 1})  # without saliency: to the layer
         paper_parts: dict[str, float] = {}
         for method in single:
             for kind, k in PAPER_PASSES[method].items():
