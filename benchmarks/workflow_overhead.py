@@ -338,7 +338,7 @@ def main() -> None:
     if "a" not in args.skip:
         print("\n(a) imports of one job process (a fresh interpreter)")
         import_costs(args.repeats)
-    print(f"\n(b) one job through Snakemake (model_job.py), cold and warm")
+    print("\n(b) one job through Snakemake (model_job.py), cold and warm")
     jobs_cost = per_job_costs(args.jobs, args.repeats)
     print("\n(c) what an evaluate job loads again")
     checkpoint_s = checkpoint_load_costs(args.repeats)
