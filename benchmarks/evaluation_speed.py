@@ -6,8 +6,10 @@ default architectures (config.yaml's resnet and vit, built as the study builds t
 test_resnet and test_vit with the config's keyword arguments, 48 px, batch 64)
 and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
 
-- ours/s: images per second of the library call (`attribute`, `deletion_auc` + `insertion_auc`,
-  `tasks.discovery.evaluate`, `tasks.accuracy.evaluate`, `tasks.alignment.evaluate`);
+- ours/s: images per second of the library call as the task makes it, target picking included
+  (`attribute_batch` with the one method, whose forward pass picks the targets;
+  `perturbation_scores`, `tasks.discovery.evaluate`, `tasks.accuracy.evaluate`,
+  `tasks.alignment.evaluate`);
 - bound/s: images per second if the method cost nothing but its passes, each pass timed here
   at the same batch size: fwd (inference_mode), fwd+bwd to the input ("in"), fwd+bwd to the
   Grad-CAM layer only ("layer"), fwd+bwd into every parameter ("full", what
@@ -16,7 +18,8 @@ and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
   class token), so pass-x includes the copy's gain. Passes per
   batch: saliency 1 in; gradcam 1 layer; guided_gradcam 1 in (one forward pass; Grad-CAM's
   layer gradient adds only the head's backward; captum's GuidedGradCam, the paper's way,
-  runs 1 layer + 1 in); ig steps x in; ig_smoothgrad samples x steps x in; attention 1 fwd;
+  runs 1 layer + 1 in); ig steps x in + 1 fwd (the targets); ig_smoothgrad samples x steps x
+  in + 1 fwd; attention 1 fwd;
   deletion+insertion (steps+1) x 2 fwd; LOST 1 fwd (of the model LOST reads: the dilated
   one where the study dilates); accuracy and alignment 1 fwd;
 - eff: bound time / our time (1 = at the bound; above 1 when the method does less than a full
@@ -29,10 +32,12 @@ and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
 - paper/s: images per second done the paper's way: one image per call, a new attribution
   object per image, an extra forward pass for the prediction (LOST, accuracy and alignment: one
   image per forward pass; deletion/insertion: one perturbed image per forward pass, as RISE's
-  single run), on fewer images. Grad-CAM the way the paper's explain.py runs it, through
-  pytorch-grad-cam's GradCAM: hooks on the layer, loss.backward() into every parameter, the
-  map in numpy, min-max rescaled and resized per image (re-implemented here: the package is
-  not a dependency); the row "gradcam, captum/img" has captum's LayerGradCam per image instead,
+  single run), on fewer images. Grad-CAM the way the paper's explain.py runs it (batch size 1,
+  its default): a new pytorch_grad_cam.GradCAM per image, a forward pass for the predicted
+  class, then the library's own forward pass, loss.backward() into every parameter and the map
+  in numpy, rescaled and resized by OpenCV. That is the real library (`pip install grad-cam`),
+  not a dependency of sweetspot: where it is missing the script says so and leaves the row's
+  paper side out. The row "gradcam, captum/img" has captum's LayerGradCam per image instead,
   whose backward pass stops at the layer. Saliency, IG and guided Grad-CAM through captum, as
   the paper's code uses it (saliency is not in the paper: the same per-image pattern);
 - speedup: ours / paper; pass-x: the speedup the passes alone allow, (the paper's passes at
@@ -41,10 +46,10 @@ and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
   2 ms in the first round; memory the allocator kept from earlier calls is not seen again).
 
 glibc keeps freed memory for reuse (sweetspot.runtime.memory, as every workflow job does) unless
---no-reuse-freed-memory is given.
+--no-reuse-freed-memory is given. Both ways run in this one process, so the setting is the same
+for both; it moves the ratio (it speeds up the batched passes more), so run the script both ways.
 
-In the per-method rows the target class comes from one forward pass per batch, timed once
-per case ("targets" row) and not charged to the method; the shared row charges it. Time is
+Every row charges picking the targets on both sides, as a user's run pays it. Time is
 the main thread's CPU time with --threads 1 (every op, the backward pass included, runs on
 the calling thread), so other processes on a shared machine do not inflate it; wall time
 with more threads (--threads 2 uses the whole 2-core development machine for both ways, as
@@ -72,17 +77,24 @@ import numpy as np
 import psutil
 import timm
 import torch
-import torch.nn.functional as F
 import yaml
 from captum.attr import GuidedGradCam, IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Saliency
 
 from sweetspot import attributions as A
 from sweetspot.runtime.memory import reuse_freed_memory
 from sweetspot.data.samples import Sample
-from sweetspot.metrics.localization import deletion_auc, insertion_auc, localization_scores
+from sweetspot.metrics.localization import localization_scores, perturbation_scores
 from sweetspot.models import Preprocess, family
 from sweetspot.speedups.pass_copy import pass_copy
 from sweetspot.tasks import accuracy, alignment, discovery
+
+try:  # the paper's Grad-CAM library, for the comparison only: never a dependency of sweetspot
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+except ImportError:
+    GradCAM = ClassifierOutputTarget = None
+NO_GRAD_CAM = ("pytorch-grad-cam is not installed (`pip install grad-cam`, the PyPI name of the library the "
+               "paper's explain.py uses): the paper's Grad-CAM is left out")
 
 # The embedded study's settings (config.yaml); ResNet-50 keeps the paper's SmoothGrad samples
 # and noise (presets/paper.yaml) but 16 IG steps, so that one pass covers one image.
@@ -210,9 +222,9 @@ class Passes:
 
 # -------------------------------------------------------------------------- the methods, two ways
 
-def batched_method(model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, method: str,
-                   cfg: dict[str, Any]) -> Callable[[], object]:
-    return lambda: A.attribute(model, x, targets, method, cfg)
+def batched_method(model: torch.nn.Module, x: torch.Tensor, method: str, cfg: dict[str, Any]) -> Callable[[], object]:
+    """The method as the interpretability task runs it: `attribute_batch`, which also picks the targets."""
+    return lambda: A.attribute_batch(model, x, [method], cfg, lambda logits: logits.argmax(1))
 
 
 def paper_method(model: torch.nn.Module, x: torch.Tensor, method: str, cfg: dict[str, Any]) -> Callable[[], object]:
@@ -223,6 +235,9 @@ def paper_method(model: torch.nn.Module, x: torch.Tensor, method: str, cfg: dict
     steps, samples, stdev = int(cfg["ig_steps"]), int(cfg["smoothgrad_samples"]), float(cfg["smoothgrad_stdev"])
 
     def run() -> object:
+        if method == "gradcam":  # explain.py's gradCAM() picks the target itself
+            layer = A.gradcam_layer(model, x[:1]) if family(model) == "cnn" else None
+            return [paper_gradcam(model, layer, image) for image in x.split(1)]
         maps = []
         with warnings.catch_warnings(), A.gradcam_target(model, x[:1]) as layer:
             warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
@@ -236,8 +251,6 @@ def paper_method(model: torch.nn.Module, x: torch.Tensor, method: str, cfg: dict
                 elif method == "ig_smoothgrad":
                     attr = NoiseTunnel(IntegratedGradients(model)).attribute(
                         image, nt_type="smoothgrad", nt_samples=samples, stdevs=stdev, target=target, n_steps=steps)
-                elif method == "gradcam":  # the paper's input needs no gradient
-                    attr = pytorch_grad_cam_way(model, layer, image.detach(), target)
                 elif method == "gradcam_captum":
                     cam = LayerGradCam(model, layer).attribute(image, target=target, relu_attributions=True)
                     attr = LayerAttribution.interpolate(cam, tuple(image.shape[-2:]), "bilinear")
@@ -255,33 +268,23 @@ def paper_method(model: torch.nn.Module, x: torch.Tensor, method: str, cfg: dict
 
 def faithfulness(model: torch.nn.Module, x: torch.Tensor, maps: torch.Tensor, targets: torch.Tensor,
                  steps: int, batch: int) -> Callable[[], object]:
-    return lambda: (deletion_auc(model, x, maps, targets, steps=steps, batch_size=batch),
-                    insertion_auc(model, x, maps, targets, steps=steps, batch_size=batch))
+    return lambda: perturbation_scores(model, x, maps, targets, steps=steps, batch_size=batch)
 
 
-def pytorch_grad_cam_way(model: torch.nn.Module, layer: torch.nn.Module, image: torch.Tensor,
-                         target: int) -> torch.Tensor:
-    """Grad-CAM of one image as pytorch-grad-cam's GradCAM computes it (the paper's explain.py
-    builds one per image): hooks keep the layer's activation and gradient on the CPU,
-    loss.backward() reaches every parameter, the map is made in numpy, min-max rescaled and
-    resized. Our own code, written from reading that library's base_cam.py."""
-    kept: dict[str, torch.Tensor] = {}
-
-    def keep(_module: torch.nn.Module, _inputs: Any, out: torch.Tensor) -> None:
-        kept["activation"] = out.detach().cpu()
-        out.register_hook(lambda grad: kept.__setitem__("gradient", grad.detach().cpu()))
-
-    handle = layer.register_forward_hook(keep)
-    try:
-        score = model(image)[0, target]
-        model.zero_grad()
-        score.backward(retain_graph=True)
-    finally:
-        handle.remove()
-    activation, gradient = kept["activation"].numpy(), kept["gradient"].numpy()
-    cam = np.maximum((gradient.mean(axis=(2, 3))[:, :, None, None] * activation).sum(axis=1), 0)
-    cam = (cam - cam.min()) / (1e-7 + cam.max() - cam.min())
-    return F.interpolate(torch.from_numpy(cam)[:, None], size=tuple(image.shape[-2:]), mode="bilinear")[:, 0]
+def paper_gradcam(model: torch.nn.Module, layer: torch.nn.Module | None, image: torch.Tensor) -> np.ndarray:
+    """Grad-CAM of one image as the paper's explain.py runs it: a new pytorch_grad_cam.GradCAM,
+    a forward pass for the predicted class, then the CAM (its own forward pass, loss.backward()
+    into every parameter, the map in numpy, min-max rescaled and resized by OpenCV). A ViT's
+    layer is blocks[-1].norm1 with its patch tokens as a grid, pytorch-grad-cam's ViT recipe."""
+    reshape = None
+    if family(model) == "vit":
+        prefix, (ph, pw) = int(getattr(model, "num_prefix_tokens", 1)), model.patch_embed.patch_size
+        h, w = image.shape[-2] // ph, image.shape[-1] // pw
+        layer = model.blocks[-1].norm1
+        reshape = lambda tokens: tokens[:, prefix:].reshape(len(tokens), h, w, -1).permute(0, 3, 1, 2)  # noqa: E731
+    with GradCAM(model=model, target_layers=[layer], reshape_transform=reshape) as cam:
+        pred = model(image).detach().cpu().numpy()
+        return cam(input_tensor=image, targets=[ClassifierOutputTarget(np.argmax(p)) for p in pred])
 
 
 def faithfulness_paper(model: torch.nn.Module, x: torch.Tensor, maps: torch.Tensor, steps: int) -> Callable[[], object]:
@@ -431,8 +434,6 @@ def run_case(case: Case, bench: Bench, quick: bool, methods: list[str]) -> list[
         return lambda: paper_n * sum(k * seconds_per_call(unit[kind][1], bench.min_seconds)
                                      for kind, k in parts.items())
 
-    rows.append(bench.measure(case.label, "targets (shared fwd)", B, full.fwd, bound({"fwd": 1}), passes="1 fwd"))
-
     steps, samples = int(cfg["ig_steps"]), int(cfg["smoothgrad_samples"])
     for method in methods:
         if not A.applicable(method, fam):
@@ -442,37 +443,46 @@ def run_case(case: Case, bench: Bench, quick: bool, methods: list[str]) -> list[
             # Images for one (quick, ResNet-50) or four B-row passes per IG call: the task's batches
             # of 32+ images fill every IG call's passes; SmoothGrad runs one IG call per noisy copy.
             n = max(1, (B * (1 if quick or not small else 4)) // steps)
-            per_batch = {"in": n * rows_per_image / B}
+            per_batch = {"in": n * rows_per_image / B, "fwd": n / B}  # + the targets' forward pass
             paper_per_image = None  # the target here is eff; the paper batches the steps too
-            passes = f"{rows_per_image} x in per image ({n} images, {B}-row passes)"
+            passes = f"{rows_per_image} x in per image ({n} images, {B}-row passes) + 1 fwd (targets)"
         else:
             n = B
             per_batch, paper_per_image = OUR_PASSES[method], PAPER_PASSES[method]
-            passes = " + ".join(f"{k} x {kind}" for kind, k in per_batch.items())
-        xs, ts = x[:n], targets[:n]
+            passes = " + ".join(f"{k} x {kind}" for kind, k in per_batch.items()) + " (its fwd picks the targets)"
+        xs = x[:n]
         pn = min(paper_n, n)
-        rows.append(bench.measure(case.label, method, n, batched_method(model, xs, ts, method, cfg),
-                                  bound(per_batch), paper_method(model, x[:pn], method, cfg), pn,
+        paper = paper_method(model, x[:pn], method, cfg)
+        if method == "gradcam" and GradCAM is None:
+            print(f"  ({NO_GRAD_CAM})")
+            paper = paper_per_image = None
+        rows.append(bench.measure(case.label, method, n, batched_method(model, xs, method, cfg),
+                                  bound(per_batch), paper, pn,
                                   paper_bound(paper_per_image) if paper_per_image else None, passes))
         if method == "gradcam":  # the same maps against captum's per-image LayerGradCam
-            rows.append(bench.measure(case.label, "gradcam, captum/img", n, batched_method(model, xs, ts, method, cfg),
+            rows.append(bench.measure(case.label, "gradcam, captum/img", n, batched_method(model, xs, method, cfg),
                                       bound(per_batch), paper_method(model, x[:pn], "gradcam_captum", cfg), pn,
                                       paper_bound(PAPER_PASSES["gradcam_captum"]), passes))
 
     single = [m for m in methods if m in A.SINGLE_PASS and A.applicable(m, fam)]
     if len(single) > 1:
-        # As the interpretability task runs them: one call that also picks the targets (charged
-        # here, unlike the rows above), against the paper's way of running each method alone.
-        per_batch = {"in": 2, "fwd": -1} if "guided_gradcam" in single else {"in": 1}
+        # As the interpretability task runs them: one call that also picks the targets, against
+        # the paper's way of running each method alone.
+        per_batch = ({"in": 2, "fwd": -1} if "guided_gradcam" in single
+                     else {"in": 1} if "saliency" in single else {"layer": 1})  # without saliency: to the layer
         paper_parts: dict[str, float] = {}
         for method in single:
             for kind, k in PAPER_PASSES[method].items():
                 paper_parts[kind] = paper_parts.get(kind, 0) + k
         papers = [paper_method(model, x[:paper_n], method, cfg) for method in single]
+        paper_all = lambda: [paper() for paper in papers]  # noqa: E731
+        if "gradcam" in single and GradCAM is None:
+            print(f"  ({NO_GRAD_CAM}, and so is the paper's side of the shared row)")
+            paper_all = None
         rows.append(bench.measure(
             case.label, "shared: " + "+".join(SHORT[m] for m in single), B,
             lambda: A.attribute_batch(model, x, single, cfg, lambda logits: logits.argmax(1)), bound(per_batch),
-            lambda: [paper() for paper in papers], paper_n, paper_bound(paper_parts),
+            paper_all, paper_n, paper_bound(paper_parts) if paper_all else None,
             "1 fwd (targets too) + 1 bwd to in" + (" + 1 guided bwd to in" if "guided_gradcam" in single else "")))
 
     steps_del = int(cfg["deletion_steps"])

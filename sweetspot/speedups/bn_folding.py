@@ -3,9 +3,10 @@
 In eval mode a BatchNorm right after a convolution is a fixed affine map per channel, so the
 pair is one convolution with rescaled weights and a bias (torch.nn.utils.fusion). The folded
 model computes the same function up to float rounding and skips the BatchNorm's forward and
-backward passes: a forward+backward pass to the input runs 12-25 % faster for ResNet-50 at
-224 px (batch 16) and 6-14 % for the default study's test_resnet (batch 64) on this CPU
-(two runs each).
+backward passes: a saliency pass (forward + backward to the input) runs 1.17-1.19x faster for
+ResNet-50 at 224 px (batch 16) and 1.17-1.21x for the default study's test_resnet (batch 64),
+IG step batches 1.06-1.17x and 1.15-1.19x, on the 2-core development CPU
+(benchmarks/pass_copy_gain.py, benchmarks/README.md).
 
 Pairs come from one traced forward pass: a BatchNorm2d (or timm's BatchNormAct2d, whose
 dropout and activation stay) whose input is the output of a Conv2d, each called once.

@@ -12,9 +12,10 @@ sweetspot.speedups.pass_copy's rewrites).
   product over the flattened patches. On CPU that product's backward pass costs a fraction
   of the convolution's (the convolution's took 10 % of a saliency pass of the default ViT).
 
-For the default study's ViT (4 blocks, 96 dims, 37 tokens) a saliency pass (forward+backward
-to the input, batch 64, one thread) went from 635-737 to 927-967 images/s in
-`benchmarks/evaluation_speed.py`'s bound passes.
+Both together make the study's gradient passes (IG step batches and the shared saliency pass)
+1.2-1.3x faster on CPU, for timm's vit_base_patch32_224 at 224 px as for the default study's
+ViT; each alone gains about 1.1x on one of the two, so neither goes without the other
+(benchmarks/pass_copy_gain.py; the measurements and the rule in benchmarks/README.md).
 """
 
 from __future__ import annotations
