@@ -1,8 +1,8 @@
 """Attribution maps for a batch of images: one call shape for every method, captum underneath.
 
 `attribute(model, x, targets, method, cfg)` returns non-negative float32 maps (N, H, W) at
-the input resolution, one value per pixel, ready for the localisation metrics (DESIGN
-section 5: "pool the attribution to one non-negative value per pixel").
+the input resolution, one value per pixel, ready for the localisation metrics (docs/methods.md,
+"interpretability": one non-negative value per pixel).
 `attribute_batch(model, x, methods, cfg, pick_targets)` gives the same maps for several
 methods at once, the single-pass ones (saliency, Grad-CAM, guided Grad-CAM, attention) from
 one shared forward pass that also picks the targets (tests check it against `attribute`).
@@ -34,7 +34,7 @@ targets of `attribute_batch` come from that copy's logits.
 
 Maps are not min-max normalised: the paper's evaluation rescales Grad-CAM and attention maps
 to [0, 1] (subtracting the minimum) before scoring, which changes relevance mass; we score
-the pooled attribution itself, as DESIGN defines it.
+the pooled attribution itself, as docs/methods.md defines it.
 """
 
 from __future__ import annotations

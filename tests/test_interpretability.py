@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import timm
 import torch
@@ -291,3 +292,17 @@ def test_gallery_maps_and_render(tmp_path, model):
         render(images, {"gradcam": {"dense": maps["gradcam"][:1]}}, ["dense"], "bad", tmp_path / "bad.png")
     assert [column_label(m, s) for m, s in (("dense", 0.0), ("control-snip", 0.0), ("snip", 0.875))] == \
         ["dense", "control-snip", "87.5%"]
+
+
+def test_costly_methods_can_explain_fewer_images(model):
+    samples = [s for s in samples_with_masks() if s.mask is not None]
+    cfg = {**CFG, "methods": ["saliency", "ig"], "n_images_by_method": {"ig": 1}}
+    frame, _ = interpretability.evaluate(model, samples, "toy", cfg, preprocess=PRE, device=torch.device("cpu"))
+    items = frame.groupby("variant")["item"].unique()
+    assert len(items["saliency"]) == len(samples) and list(items["ig"]) == [samples[0].item]
+    full, _ = interpretability.evaluate(model, samples, "toy", {**CFG, "methods": ["saliency", "ig"]},
+                                        preprocess=PRE, device=torch.device("cpu"))
+    keys = ["variant", "metric", "item"]
+    expected = full[(full["variant"] == "saliency") | (full["item"] == samples[0].item)]
+    pd.testing.assert_frame_equal(frame.sort_values(keys).reset_index(drop=True),
+                                  expected.sort_values(keys).reset_index(drop=True))  # the same scores where both explain

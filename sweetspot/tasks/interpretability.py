@@ -72,7 +72,8 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: M
     skipped for lack of a (non-empty) object mask.
 
     cfg: methods, n_images, target, pooling, ig_steps, smoothgrad_samples, smoothgrad_stdev,
-    deletion_steps and optionally batch_size (32), seed, ig_internal_batch_size, gradcam_layer,
+    deletion_steps and optionally n_images_by_method (method -> fewer images for that method: the
+    first ones of the same order), batch_size (32), seed, ig_internal_batch_size, gradcam_layer,
     native_resolution (false: the samples share one size; true: each at its own size, padded to
     the model's multiple, the padding ignored by every metric, deletion and insertion included).
     """
@@ -81,24 +82,35 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: M
     skipped = [s.item for s in chosen if s.mask is None or not s.mask.any()]
     if skipped:
         log.info("%s: %d of %d images have no object mask and are not scored", dataset, len(skipped), len(chosen))
-    methods = _methods(model, cfg)
     batch_size = int(cfg.get("batch_size", 32))
     steps = int(cfg["deletion_steps"])
     rows: list[dict[str, Any]] = []
     native = bool(cfg.get("native_resolution", False))
-    for batch in inputs.batches(model, scored, native=native, mode="pad", batch_size=batch_size,
-                                preprocess=preprocess, device=device):
-        x = batch.x
-        masks, ignore = _ground_truth(batch.samples, tuple(x.shape[-2:]), dataset)
-        targets, maps_by_method = _maps(model, x, batch.samples, methods, cfg, class_groups)
-        for method, maps in maps_by_method.items():
-            scores = localization_scores(maps, masks, ignore)
-            scores.update(perturbation_scores(model, x, maps, targets, steps=steps, batch_size=batch_size,
-                                              valid=batch.valid()))
-            for metric, values in scores.items():
-                rows += [{"dataset": dataset, "variant": method, "metric": metric, "item": s.item, "value": float(v)}
-                         for s, v in zip(batch.samples, values)]
+    for n, methods in _methods_by_image_count(_methods(model, cfg), cfg, len(scored)).items():
+        for batch in inputs.batches(model, scored[:n], native=native, mode="pad", batch_size=batch_size,
+                                    preprocess=preprocess, device=device):
+            x = batch.x
+            masks, ignore = _ground_truth(batch.samples, tuple(x.shape[-2:]), dataset)
+            targets, maps_by_method = _maps(model, x, batch.samples, methods, cfg, class_groups)
+            for method, maps in maps_by_method.items():
+                scores = localization_scores(maps, masks, ignore)
+                scores.update(perturbation_scores(model, x, maps, targets, steps=steps, batch_size=batch_size,
+                                                  valid=batch.valid()))
+                for metric, values in scores.items():
+                    rows += [{"dataset": dataset, "variant": method, "metric": metric, "item": s.item,
+                              "value": float(v)} for s, v in zip(batch.samples, values)]
     return task_frame(rows), skipped
+
+
+def _methods_by_image_count(methods: Sequence[str], cfg: Mapping[str, Any], available: int) -> dict[int, list[str]]:
+    """How many of the scored images each method explains (`n_images_by_method` caps the costly
+    ones, e.g. Integrated Gradients, to fewer images), grouped so that methods with the same
+    count share their passes."""
+    limits = cfg.get("n_images_by_method") or {}
+    groups: dict[int, list[str]] = {}
+    for method in methods:
+        groups.setdefault(min(int(limits.get(method, available)), available), []).append(method)
+    return groups
 
 
 def run(ctx: EvalContext, dataset: str, samples: list[Sample], settings: Mapping[str, Any]) -> pd.DataFrame:
