@@ -2,9 +2,11 @@
 
 Writes synthetic per-job Parquet files laid out like the workflow's
 (results/metrics/<task>/<arch>/<method>/<sparsity>/seed<k>.parquet) for 4 architectures x
-4 methods x 12 sparsities x 3 seeds x 4 tasks, 1000 items each and a few metrics per task, then,
-in a fresh process, times reading + concatenating them, `sweetspots.compute` and writing the
-tables, and prints wall times and peak resident memory. Target: <= 60 s and <= 4 GB.
+(dense, two controls, 4 methods x 12 sparsities) x 3 seeds x 4 tasks, 1000 items each and a few
+metrics per task, then, in a fresh process, times reading + concatenating them,
+`table.compute` (paired bootstrap of every comparison against its control, set-level shape bias
+recomputed from its per-item decisions, the family-wise bands) and writing the tables, and prints
+wall times and peak resident memory.
 
     python benchmarks/aggregate_scale.py [--n-boot 1000] [--items 1000] [--keep DIR]
 """
@@ -36,11 +38,13 @@ SEEDS = [0, 1, 2]
 TASKS = {
     "accuracy": ("imagenet-val", [("", "top1", True), ("", "top5", True)]),
     "interpretability": ("voc12-val", [("gradcam", "rma", True), ("gradcam", "rra", True),
-                                       ("ig", "rma", True), ("gradcam", "deletion_auc", True)]),
+                                       ("ig", "rma", True), ("gradcam", "deletion_auc_norm", True)]),
     "discovery": ("voc07-trainval", [("lost", "corloc", True), ("lost", "iou", True)]),
     "alignment": ("cue-conflict", [("", "shape_decision", True), ("", "texture_decision", True),
-                                   ("", "shape_bias", False), ("", "error_consistency", False)]),
+                                   ("", "shape_bias", False)]),
 }
+CONTROLS = {"magnitude": "control-finetune", "imp": "control-finetune", "random": "control-finetune",
+            "snip": "control-snip"}
 
 
 def job_frame(arch: str, method: str, sparsity: float, seed: int, task: str, n_items: int,
@@ -74,7 +78,8 @@ def job_frame(arch: str, method: str, sparsity: float, seed: int, task: str, n_i
 def generate(root: Path, n_items: int) -> list[Path]:
     rng = np.random.default_rng(0)
     paths = []
-    jobs = [("dense", 0.0)] + [(m, s) for m in METHODS for s in SPARSITIES]
+    jobs = [("dense", 0.0), ("control-finetune", 0.0), ("control-snip", 0.0)]
+    jobs += [(m, s) for m in METHODS for s in SPARSITIES]
     for task in TASKS:
         for arch in ARCHS:
             for method, sparsity in jobs:
@@ -87,21 +92,22 @@ def generate(root: Path, n_items: int) -> list[Path]:
 
 
 def measure(root: Path, n_boot: int) -> None:
-    from sweetspot.analysis import table as sweetspots
+    from sweetspot.analysis import summary, table
 
     paths = sorted((root / "metrics").rglob("*.parquet"))
     start = time.perf_counter()
-    frame = sweetspots.read_metrics(paths)
+    frame = table.read_metrics(paths)
     read_s = time.perf_counter() - start
     start = time.perf_counter()
-    curves, table = sweetspots.compute(frame, n_boot=n_boot, seed=0)
+    curves, found = table.compute(frame, table.Settings(controls=CONTROLS, n_boot=n_boot))
     compute_s = time.perf_counter() - start
     start = time.perf_counter()
-    sweetspots.write_tables(table, sweetspots.summary(table), root / "sweet_spots")
+    summary.write_tables(found, summary.summary(found, curves, 1.0), table=root / "t.parquet", csv=root / "t.csv",
+                         markdown=root / "t.md")
     write_s = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"files {len(paths)}  rows {len(frame):,}  curves {len(curves)}  table rows {len(table)}  "
-          f"comparisons {int(table['n_comparisons'].iloc[0])}  n_boot {n_boot}")
+    print(f"files {len(paths)}  rows {len(frame):,}  curves {len(curves)}  table rows {len(found)}  "
+          f"comparisons {int((curves['sparsity'] > 0).sum())}  n_boot {n_boot}")
     print(f"read+concat {read_s:.1f} s  compute {compute_s:.1f} s  write {write_s:.2f} s  "
           f"total {read_s + compute_s + write_s:.1f} s  peak RSS {peak_mb:.0f} MB")
 
