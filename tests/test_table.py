@@ -246,3 +246,22 @@ def test_false_sweet_spots_over_a_whole_grid_stay_at_the_nominal_rate():
         _, table = sweet.compute(_null_study(rng), sweet.Settings(**{**settings.__dict__, "seed": k}))
         false += bool(table["sweet_spot"].any())
     assert false / studies <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / studies)
+
+
+def test_summary_sets_architectures_side_by_side_and_dense_models_against_humans(result):
+    curves, table = result
+    text = prose.summary(table, curves, 1.0)
+    across = text[text.index("## Across architectures"):]
+    assert "| magnitude | interpretability | synthetic-val | gradcam | relevance mass accuracy | 0.5 |  |" in across  # vit has no Grad-CAM rows
+
+    dense = pd.DataFrame([{"arch": "lite0", "task": "alignment", "dataset": "geirhos16-cue-conflict", "variant": "",
+                           "metric": "shape_bias", "sparsity": 0.0, "dense_value": 0.24},
+                          {"arch": "lite0", "task": "accuracy", "dataset": "geirhos16-edge", "variant": "",
+                           "metric": "top1", "sparsity": 0.0, "dense_value": 0.36}])
+    reference = pd.DataFrame([{"experiment": "cue-conflict", "condition": "0", "metric": "shape_bias", "value": 0.958,
+                               "std": 0.02, "n": 10},
+                              {"experiment": "edge", "condition": "0", "metric": "accuracy", "value": 0.871,
+                               "std": 0.096, "n": 10}])
+    lines = prose._against_humans(dense, reference)
+    assert "| lite0 | geirhos16-cue-conflict | shape bias | 0.240 | 0.958 ± 0.020 (n = 10) |" in lines
+    assert "| lite0 | geirhos16-edge | top-1 accuracy | 0.360 | 0.871 ± 0.096 (n = 10) |" in lines

@@ -13,8 +13,10 @@ from sweetspot.analysis.table import CURVE
 SHOWN_PER_TASK = 4  # sweet-spot sentences per architecture and task; the table has the rest
 
 
-def summary(table: pd.DataFrame, curves: pd.DataFrame, margin: float) -> str:
-    """Plain-language markdown answer to "when does pruning benefit?", one section per architecture."""
+def summary(table: pd.DataFrame, curves: pd.DataFrame, margin: float, reference: pd.DataFrame | None = None) -> str:
+    """Plain-language markdown answer to "when does pruning benefit?", one section per architecture;
+    with `reference` (human-to-human values, human/reference.csv) the dense models against humans;
+    with several architectures, each one's sweet spots side by side."""
     lines = ["# When does pruning benefit?", ""]
     if table.empty:
         return "\n".join(lines + ["No pruned models were evaluated, so there is nothing to compare.", ""])
@@ -32,7 +34,65 @@ def summary(table: pd.DataFrame, curves: pd.DataFrame, margin: float) -> str:
         for task, task_rows in rows.groupby("task", sort=True):
             lines += _task_lines(arch, task, task_rows, pruned[(pruned["arch"] == arch) & (pruned["task"] == task)])
         lines.append("")
+    if reference is not None and not reference.empty:
+        lines += _against_humans(curves, reference)
+    if table["arch"].nunique() > 1:
+        lines += _across_architectures(table)
     return "\n".join(lines)
+
+
+# model-vs-human's name for a metric where the model's differs
+_HUMAN_METRIC = {"top1": "accuracy", "correct": "accuracy"}
+
+
+def _against_humans(curves: pd.DataFrame, reference: pd.DataFrame) -> list[str]:
+    """Dense values next to the human-to-human mean and spread of the same experiment and condition."""
+    from sweetspot.data import registry
+
+    dense = curves[curves["sparsity"] == 0].drop_duplicates(["arch", "task", "dataset", "variant", "metric"])
+    rows = []
+    for r in dense.sort_values(["dataset", "metric", "arch"]).itertuples(index=False):
+        experiment = registry.human_experiment(r.dataset) if r.dataset in registry.names() else None
+        if experiment is None:
+            continue
+        found = reference[(reference["experiment"] == experiment)
+                          & (reference["metric"] == _HUMAN_METRIC.get(r.metric, r.metric))]
+        conditions = sorted(found["condition"].astype(str).unique())
+        match = found[found["condition"].astype(str) == (r.variant if r.variant else conditions[0])] \
+            if r.variant or len(conditions) == 1 else found.iloc[0:0]
+        if match.empty or not pd.notna(r.dense_value):
+            continue
+        human = match.iloc[0]
+        rows.append(f"| {r.arch} | {r.dataset}{' ' + r.variant if r.variant else ''} | {catalog.display(r.metric)} | "
+                    f"{r.dense_value:.3f} | {human['value']:.3f} ± {human['std']:.3f} (n = {int(human['n'])}) |")
+    if not rows:
+        return []
+    return ["## Dense models against humans", "",
+            "The dense model's value beside the human observers' (mean ± standard deviation over observers, or "
+            "over pairs of observers for the consistency metrics; results/human/reference.csv).", "",
+            "| architecture | dataset | metric | dense | humans |", "| --- | --- | --- | --- | --- |", *rows, ""]
+
+
+def _across_architectures(table: pd.DataFrame) -> list[str]:
+    """Each architecture's sweet range for every headline curve that has a sweet spot anywhere:
+    does the sweet spot move with the architecture (its size, when the architectures are sizes)?"""
+    key = ["method", "task", "dataset", "variant", "metric"]
+    headline = table[table["role"] == "headline"]
+    spotted = headline[headline["sweet_spot"]][key].drop_duplicates()
+    archs = sorted(table["arch"].unique())
+    lines = ["## Across architectures", ""]
+    if spotted.empty:
+        return lines + [f"No architecture ({', '.join(archs)}) has a sweet spot, so none moves.", ""]
+    lines += ["Sweet ranges (sparsities) per architecture for every headline curve with a sweet spot somewhere; "
+              "'-' none, blank not measured.", "",
+              "| method | task | dataset | variant | metric | " + " | ".join(archs) + " |",
+              "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in archs) + " |"]
+    for r in spotted.sort_values(key).itertuples(index=False):
+        same = headline[(headline[key] == pd.Series(r._asdict())).all(axis=1)].set_index("arch")
+        cells = [(same.loc[a, "sweet_range"] or "-") if a in same.index else "" for a in archs]
+        lines.append(f"| {r.method} | {r.task} | {r.dataset} | {r.variant} | {catalog.display(r.metric)} | "
+                     + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _collapse_lines(arch: str, pruned: pd.DataFrame) -> list[str]:

@@ -41,7 +41,8 @@ def collect_human_data(*, trials: str, reference: str, experiments: Mapping[str,
 
 
 def aggregate_study(*, evaluations: Sequence[str], metrics: str, curves: str, table: str, csv: str, markdown: str,
-                    summary: str, stats: Mapping, controls: Mapping[str, str], human_trials: str | None = None) -> None:
+                    summary: str, stats: Mapping, controls: Mapping[str, str], human_trials: str | None = None,
+                    human_reference: str | None = None) -> None:
     """metrics.parquet, the curves, the sweet-spot table and the plain-language summary."""
     import pandas as pd
 
@@ -57,7 +58,8 @@ def aggregate_study(*, evaluations: Sequence[str], metrics: str, curves: str, ta
     human = _read_human_trials(human_trials) if human_trials else None
     found_curves, found_table = sweet.compute(frame, settings, human)
     artifacts.write_parquet(curves, found_curves)
-    text = prose.summary(found_table, found_curves, settings.top1_margin)
+    reference = pd.read_csv(human_reference) if human_reference else None
+    text = prose.summary(found_table, found_curves, settings.top1_margin, reference)
     prose.write_tables(found_table, text, table=table, csv=csv, markdown=markdown)
     artifacts.write_text(summary, text)
     log.info("aggregated %d rows from %d files into %d sweet-spot rows in %.1f s",

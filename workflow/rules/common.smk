@@ -157,4 +157,5 @@ def aggregate_inputs(wildcards):
     inputs = {"evaluations": all_metrics()}
     if HUMAN_EXPERIMENTS:
         inputs["human_trials"] = f"{RESULTS}/human/trials.parquet"
+        inputs["human_reference"] = f"{RESULTS}/human/reference.csv"
     return inputs
