@@ -5,12 +5,17 @@ Rewrites, each applied where it fits:
 - vision transformers with class-token pooling: a last block that computes the class token
   alone and a patch embedding that is one matrix product (sweetspot.speedups.vit_trimming);
 - models that still have 2-D convolutions: weights in channels-last memory format, the layout
-  CPU convolutions run fastest in.
+  CPU convolutions run fastest in. The tasks' batches are channels-last already
+  (sweetspot.models.Preprocess), which makes a model's convolutions run channels-last anyway;
+  the weights' layout gains on NCHW inputs (SmoothGrad's noisy copies, a caller's tensors):
+  1.35-1.5x on top of folding for EfficientNet-Lite0 at 224 px, 1.2-1.3x for ResNet-50
+  (forward and saliency passes, 1 thread; benchmarks/pass_copy_gain.py, benchmarks/README.md).
 
 The copy is kept only if its logits match the model's on the example it was built for. That
 also catches a rewrite that does not fit a model, e.g. a convolution output that something
 besides its BatchNorm reads. It is not cached: an evaluation job builds it once
-(sweetspot.tasks.context.EvalContext.fast_model) and passes it where only the logits matter.
+(sweetspot.tasks.context.EvalContext.fast_model) and passes it to the passes that read no more
+than the copy keeps (listed in sweetspot.speedups).
 It shares no tensor with the model, so changing the model afterwards leaves the copy stale.
 """
 
