@@ -155,8 +155,9 @@ def run_case(name: str, case: dict[str, Any], rounds: int, wanted: list[str], cl
                 times[p, v].append(seconds_per_call(lambda: fn(variant), clock, min_seconds))
     n_ig = max(1, case["batch"] // IG_STEPS)
     rows_per_image = int(study["ig_steps"]) * (1 + int(study["smoothgrad_samples"]))
+    layout = "channels-last" if input_format == torch.channels_last else "NCHW"
     print(f"\n{name}: timm {case['timm']} {case['kwargs'] or ''}, {case['size']} px, batch {case['batch']}, "
-          f"{'channels-last' if input_format == torch.channels_last else 'NCHW'} input, {rounds} rounds; mix: {case['study']} (ig_steps {study['ig_steps']}, smoothgrad_samples "
+          f"{layout} input, {rounds} rounds; mix: {case['study']} (ig_steps {study['ig_steps']}, smoothgrad_samples "
           f"{study['smoothgrad_samples']}: {rows_per_image} IG rows per image); load average "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"  {'pass':9s} {'variant':13s} {'mean s':>8s} {'min s':>8s} {'img/s':>8s} {'x mean':>7s} {'x min':>7s}"
