@@ -13,9 +13,10 @@ and on ResNet-50 at 224 px (batch 16), all with random weights, it prints:
 - bound/s: images per second if the method cost nothing but its passes, each pass timed here
   at the same batch size: fwd (inference_mode), fwd+bwd to the input ("in"), fwd+bwd to the
   Grad-CAM layer only ("layer"), fwd+bwd into every parameter ("full", what
-  pytorch-grad-cam's loss.backward() runs); gradient passes on the copy the methods run on
-  (sweetspot.speedups.pass_copy: CNNs with BatchNorm folded, ViTs with the last block trimmed to the
-  class token), so pass-x includes the copy's gain. Passes per
+  pytorch-grad-cam's loss.backward() runs); every pass of ours, as every library call of
+  ours, runs on the faster copy the tasks pass (sweetspot.speedups.faster_copy: CNNs with
+  BatchNorm folded and channels-last weights, ViTs with the last block trimmed to the class
+  token), the paper's on the model as it is, so pass-x includes the copy's gain. Passes per
   batch: saliency 1 in; gradcam 1 layer; guided_gradcam 1 in (one forward pass; Grad-CAM's
   layer gradient adds only the head's backward; captum's GuidedGradCam, the paper's way,
   runs 1 layer + 1 in); ig steps x in + 1 fwd (the targets); ig_smoothgrad samples x steps x
@@ -85,7 +86,7 @@ from sweetspot.runtime.memory import reuse_freed_memory
 from sweetspot.data.samples import Sample
 from sweetspot.metrics.localization import localization_scores, perturbation_scores
 from sweetspot.models import Preprocess, family
-from sweetspot.speedups.pass_copy import pass_copy
+from sweetspot.speedups.faster_copy import faster_copy
 from sweetspot.tasks import accuracy, alignment, discovery
 
 try:  # the paper's Grad-CAM library, for the comparison only: never a dependency of sweetspot
@@ -183,16 +184,11 @@ SHORT = {"saliency": "sal", "gradcam": "gc", "guided_gradcam": "ggc", "attention
 
 
 class Passes:
-    """One batch's forward / backward passes of a model, the units every bound is made of.
+    """One batch's forward / backward passes of a model, the units every bound is made of: of
+    the faster copy for ours, of the model as it is for the paper's."""
 
-    Gradient passes run on the model as the attribution methods run it (with `copy`: the
-    cheaper copy of sweetspot.speedups.pass_copy); forward passes (targets, attention, faithfulness,
-    LOST, accuracy, alignment) and the paper's passes (copy=False) on the model itself.
-    """
-
-    def __init__(self, model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor, copy: bool = True):
+    def __init__(self, model: torch.nn.Module, x: torch.Tensor, targets: torch.Tensor):
         self.model, self.x, self.targets = model, x, targets
-        self.grad_model = pass_copy(model, x) if copy else model
 
     def fwd(self) -> None:
         with torch.inference_mode():
@@ -200,24 +196,24 @@ class Passes:
 
     def bwd_to_input(self) -> None:
         x = self.x.detach().requires_grad_(True)
-        out = self.grad_model(x).gather(1, self.targets[:, None]).sum()
+        out = self.model(x).gather(1, self.targets[:, None]).sum()
         torch.autograd.grad(out, x)
 
     def bwd_to_layer(self) -> None:
         """fwd + the backward pass from the target logits down to the Grad-CAM layer only."""
-        with A.gradcam_target(self.grad_model, self.x) as layer:
+        with A.gradcam_target(self.model, self.x) as layer:
             captured: list[torch.Tensor] = []
             handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
             try:
-                out = self.grad_model(self.x).gather(1, self.targets[:, None]).sum()
+                out = self.model(self.x).gather(1, self.targets[:, None]).sum()
             finally:
                 handle.remove()
             torch.autograd.grad(out, captured[-1])
 
     def bwd_full(self) -> None:
         """fwd + loss.backward() into every parameter, as pytorch-grad-cam runs it."""
-        self.grad_model.zero_grad()
-        self.grad_model(self.x).gather(1, self.targets[:, None]).sum().backward()
+        self.model.zero_grad()
+        self.model(self.x).gather(1, self.targets[:, None]).sum().backward()
 
 
 # -------------------------------------------------------------------------- the methods, two ways
@@ -413,13 +409,14 @@ def run_case(case: Case, bench: Bench, quick: bool, methods: list[str]) -> list[
         targets = model(x).argmax(1)
     cfg = dict(case.settings, ig_internal_batch_size=B)
     fam = family(model)
+    fast = faster_copy(model, x)  # what the tasks pass to the library (EvalContext.fast_model)
     small = case.size <= 64
     bench.warmup = small
     paper_n = (min(B, 16) if small else 2) if not quick else (8 if small else 1)
     rows: list[Row] = []
 
-    full = Passes(model, x, targets)
-    one = Passes(model, x[:1], targets[:1], copy=False)  # the paper's passes, on the model as it is
+    full = Passes(fast, x, targets)
+    one = Passes(model, x[:1], targets[:1])  # the paper's passes, on the model as it is
     unit = {"fwd": (full.fwd, one.fwd), "in": (full.bwd_to_input, one.bwd_to_input),
             "layer": (full.bwd_to_layer, one.bwd_to_layer), "full": (full.bwd_full, one.bwd_full)}
     for fn in (*unit["fwd"], *unit["in"], *unit["layer"], one.bwd_full):
@@ -456,11 +453,11 @@ def run_case(case: Case, bench: Bench, quick: bool, methods: list[str]) -> list[
         if method == "gradcam" and GradCAM is None:
             print(f"  ({NO_GRAD_CAM})")
             paper = paper_per_image = None
-        rows.append(bench.measure(case.label, method, n, batched_method(model, xs, method, cfg),
+        rows.append(bench.measure(case.label, method, n, batched_method(fast, xs, method, cfg),
                                   bound(per_batch), paper, pn,
                                   paper_bound(paper_per_image) if paper_per_image else None, passes))
         if method == "gradcam":  # the same maps against captum's per-image LayerGradCam
-            rows.append(bench.measure(case.label, "gradcam, captum/img", n, batched_method(model, xs, method, cfg),
+            rows.append(bench.measure(case.label, "gradcam, captum/img", n, batched_method(fast, xs, method, cfg),
                                       bound(per_batch), paper_method(model, x[:pn], "gradcam_captum", cfg), pn,
                                       paper_bound(PAPER_PASSES["gradcam_captum"]), passes))
 
@@ -481,7 +478,7 @@ def run_case(case: Case, bench: Bench, quick: bool, methods: list[str]) -> list[
             paper_all = None
         rows.append(bench.measure(
             case.label, "shared: " + "+".join(SHORT[m] for m in single), B,
-            lambda: A.attribute_batch(model, x, single, cfg, lambda logits: logits.argmax(1)), bound(per_batch),
+            lambda: A.attribute_batch(fast, x, single, cfg, lambda logits: logits.argmax(1)), bound(per_batch),
             paper_all, paper_n, paper_bound(paper_parts) if paper_all else None,
             "1 fwd (targets too) + 1 bwd to in" + (" + 1 guided bwd to in" if "guided_gradcam" in single else "")))
 
@@ -490,7 +487,7 @@ def run_case(case: Case, bench: Bench, quick: bool, methods: list[str]) -> list[
     maps = torch.rand(n, case.size, case.size, generator=torch.Generator().manual_seed(0))
     per_batch = {"fwd": n * (steps_del + 1) * 2 / B}
     rows.append(bench.measure(case.label, "deletion+insertion", n,
-                              faithfulness(model, x[:n], maps, targets[:n], steps_del, B), bound(per_batch),
+                              faithfulness(fast, x[:n], maps, targets[:n], steps_del, B), bound(per_batch),
                               faithfulness_paper(model, x[:min(paper_n, n)], maps, steps_del), min(paper_n, n),
                               paper_bound({"fwd": 1 + (steps_del + 1) * 2}),
                               f"(steps+1) x 2 fwd per image, steps={steps_del}"))
@@ -501,47 +498,52 @@ def run_case(case: Case, bench: Bench, quick: bool, methods: list[str]) -> list[
     rows.append(bench.measure(case.label, "rma+rra+pointing", B, lambda: localization_scores(maps_b, masks), None,
                               passes="numpy, no model pass"))
 
-    rows += task_rows(case, model, preprocess, bench, paper_n)
+    rows += task_rows(case, model, fast, preprocess, bench, paper_n)
     return rows
 
 
-def task_rows(case: Case, model: torch.nn.Module, preprocess: Preprocess, bench: Bench, paper_n: int) -> list[Row]:
-    """LOST discovery, accuracy and alignment through the task functions the workflow calls."""
+def task_rows(case: Case, model: torch.nn.Module, fast: torch.nn.Module, preprocess: Preprocess, bench: Bench,
+              paper_n: int) -> list[Row]:
+    """LOST discovery, accuracy and alignment through the task functions the workflow calls: ours
+    on the faster copy (for LOST: of the dilated model, as the discovery task builds it), the
+    paper's way on the model as it is."""
     B = case.batch
     samples = samples_of(case, B)
     rows = []
+    x = preprocess(images(case, B))
     lost_model = model
     if case.lost_kwargs:
         lost_model = timm.create_model(case.timm_name, pretrained=False, num_classes=case.num_classes,
                                        **case.kwargs, **case.lost_kwargs).eval()
         lost_model.load_state_dict(model.state_dict())
-    lost_passes = Passes(lost_model, preprocess(images(case, B)), torch.zeros(B, dtype=torch.long))
+    lost_fast = faster_copy(lost_model, x) if family(model) == "cnn" else lost_model  # ViTs: the model itself
+    lost_passes = Passes(lost_fast, x, torch.zeros(B, dtype=torch.long))
     lost_passes.fwd()
     cfg = {"n_images": B, "k_patches": 100, "feature_layer": "auto", "baselines": False}
 
-    def lost_task(batch_size: int, subset: list[Sample]) -> Callable[[], object]:
-        return lambda: discovery.evaluate(lost_model, subset, "bench", {**cfg, "batch_size": batch_size},
+    def lost_task(m: torch.nn.Module, batch_size: int, subset: list[Sample]) -> Callable[[], object]:
+        return lambda: discovery.evaluate(m, subset, "bench", {**cfg, "batch_size": batch_size},
                                           preprocess=preprocess, device="cpu")
 
     label = "LOST" + (" (os" + str(case.lost_kwargs["output_stride"]) + ")" if case.lost_kwargs else "")
-    rows.append(bench.measure(case.label, label, B, lost_task(B, samples),
+    rows.append(bench.measure(case.label, label, B, lost_task(lost_fast, B, samples),
                               lambda: seconds_per_call(lost_passes.fwd, bench.min_seconds),
-                              lost_task(1, samples[:paper_n]), paper_n, passes="1 fwd"))
+                              lost_task(lost_model, 1, samples[:paper_n]), paper_n, passes="1 fwd"))
 
-    full_fwd = Passes(model, preprocess(images(case, B)), torch.zeros(B, dtype=torch.long)).fwd
+    full_fwd = Passes(fast, x, torch.zeros(B, dtype=torch.long)).fwd
 
-    def accuracy_task(batch_size: int, subset: list[Sample]) -> Callable[[], object]:
-        return lambda: accuracy.evaluate(model, subset, "bench", {"batch_size": batch_size}, preprocess=preprocess,
+    def accuracy_task(m: torch.nn.Module, batch_size: int, subset: list[Sample]) -> Callable[[], object]:
+        return lambda: accuracy.evaluate(m, subset, "bench", {"batch_size": batch_size}, preprocess=preprocess,
                                          device=torch.device("cpu"), amp=False)
 
-    def alignment_task(batch_size: int, subset: list[Sample]) -> Callable[[], object]:
-        return lambda: alignment.evaluate(model, subset, "bench", {"batch_size": batch_size, "amp": False},
+    def alignment_task(m: torch.nn.Module, batch_size: int, subset: list[Sample]) -> Callable[[], object]:
+        return lambda: alignment.evaluate(m, subset, "bench", {"batch_size": batch_size, "amp": False},
                                           preprocess=preprocess, device=torch.device("cpu"))
 
     for name, task in (("accuracy", accuracy_task), ("alignment", alignment_task)):
-        rows.append(bench.measure(case.label, name, B, task(B, samples),
+        rows.append(bench.measure(case.label, name, B, task(fast, B, samples),
                                   lambda: seconds_per_call(full_fwd, bench.min_seconds),
-                                  task(1, samples[:paper_n]), paper_n, passes="1 fwd"))
+                                  task(model, 1, samples[:paper_n]), paper_n, passes="1 fwd"))
     return rows
 
 

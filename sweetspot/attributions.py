@@ -27,10 +27,11 @@ Choices worth knowing:
   heads, recomputed from that block's qkv projection (timm's fused kernel never forms the
   matrix), then upsampled bilinearly. It does not depend on the target class.
 
-Gradient methods run on a copy that computes the same function with less work
-(sweetspot.speedups.pass_copy): a CNN with its eval-mode BatchNorm folded into the convolutions, a ViT
-whose last block computes the class token alone. The same logits up to float rounding; the
-targets of `attribute_batch` come from that copy's logits.
+Every pass runs on the model given. For speed, callers pass a copy that computes the same
+logits with less work (sweetspot.speedups.faster_copy: BatchNorm folded and channels-last
+weights in CNNs, a last block that computes the class token alone in ViTs), built once per job
+(sweetspot.tasks.context.EvalContext.fast_model); the maps and the targets of `attribute_batch`
+then come from that copy, the same up to float rounding.
 
 Maps are not min-max normalised: the paper's evaluation rescales Grad-CAM and attention maps
 to [0, 1] (subtracting the minimum) before scoring, which changes relevance mass; we score
@@ -51,7 +52,6 @@ from torch import nn
 
 from .features import output_at, patch_grid
 from .models import family as model_family
-from .speedups.pass_copy import pass_copy
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +133,14 @@ def attribute(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, method: 
 
     `targets` (N,) are the explained classes (see `choose_targets`). `cfg` holds pooling,
     ig_steps, smoothgrad_samples, smoothgrad_stdev and optionally ig_internal_batch_size,
-    gradcam_layer (a CNN module name) and seed (SmoothGrad's noise). The model must be in eval mode.
+    gradcam_layer (a CNN module name) and seed (SmoothGrad's noise). The model must be in eval
+    mode; pass a faster copy of it for speed (sweetspot.speedups.faster_copy).
     """
     _check(model, [method], "attribute()")
     targets = targets.to(x.device)
     if method == "attention":
         return _cls_attention(model, x.detach().float()).float()
     x = x.detach().float().requires_grad_(True)  # captum would otherwise set it and warn
-    model = pass_copy(model, x)  # the same function with less work (sweetspot.speedups.pass_copy)
     if method == "gradcam":
         maps = _gradcam(model, x, targets, cfg)
     elif method == "guided_gradcam":  # captum's GuidedGradCam runs two forward passes for this
@@ -174,7 +174,7 @@ def attribute_batch(model: nn.Module, x: torch.Tensor, methods: Sequence[str], c
     _check(model, methods, "attribute_batch()")
     shared = [m for m in methods if m in SINGLE_PASS]
     if shared:
-        targets, maps = _single_pass_maps(pass_copy(model, x), x, shared, cfg, pick_targets)
+        targets, maps = _single_pass_maps(model, x, shared, cfg, pick_targets)
     else:
         with torch.no_grad():
             targets = pick_targets(model(x).float()).to(x.device)
@@ -188,10 +188,10 @@ def attribute_batch(model: nn.Module, x: torch.Tensor, methods: Sequence[str], c
 def _single_pass_maps(model: nn.Module, x: torch.Tensor, methods: Sequence[str], cfg: Mapping[str, Any],
                       pick_targets: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor,
                                                                                     dict[str, torch.Tensor]]:
-    """Targets and maps from one forward pass of `model` (already a pass_copy) and at most two
-    backward passes: the plain one (saliency, Grad-CAM) and, for guided Grad-CAM, one with the
-    ReLU gradients clamped. When saliency is not wanted, the plain pass stops at Grad-CAM's
-    layer (in timm CNNs: the pooling and the linear head)."""
+    """Targets and maps from one forward pass of `model` and at most two backward passes: the
+    plain one (saliency, Grad-CAM) and, for guided Grad-CAM, one with the ReLU gradients
+    clamped. When saliency is not wanted, the plain pass stops at Grad-CAM's layer (in timm
+    CNNs: the pooling and the linear head)."""
     x = x.detach().float().requires_grad_(True)
     captured: dict[str, torch.Tensor] = {}
     relu_outputs: list[torch.Tensor] = []

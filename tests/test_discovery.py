@@ -156,3 +156,42 @@ def test_evaluate_costs_one_forward_pass_per_image_on_a_timm_model():
     scores = frame[frame["metric"] != "k_effective"]
     assert scores["value"].between(0, 1).all()
     assert (frame.loc[frame["metric"] == "k_effective", "value"] == 64).all()  # 8x8 patches, fewer than 100
+
+
+class NormInHead(torch.nn.Module):
+    """forward_features ends at a convolution whose BatchNorm sits in the head: folding moves it in."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.fc = torch.nn.Conv2d(3, 4, 3, stride=4), torch.nn.BatchNorm2d(4), torch.nn.Linear(4, 2)
+
+    def forward_features(self, x):
+        return self.conv(x)
+
+    def forward(self, x):
+        return self.fc(self.bn(self.forward_features(x)).mean(dim=(2, 3)))
+
+
+def test_lost_reads_a_cnns_faster_copy_only_where_its_features_are_the_models():
+    from sweetspot.speedups.faster_copy import faster_copy
+    from sweetspot.tasks.context import EvalContext
+    from sweetspot.tasks.discovery import _features_model
+
+    def features_model(model, **settings):
+        ctx = EvalContext(model=model, arch_cfg={}, method="dense", seed=0, data={"image_size": 48},
+                          device=torch.device("cpu"))
+        return _features_model(ctx, model, settings)
+
+    resnet = tiny("test_resnet", output_stride=8)
+    fast = features_model(resnet)
+    assert fast is not resnet and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
+    x = torch.randn(2, 3, 48, 48)
+    torch.testing.assert_close(patch_features(fast, x)[0], patch_features(resnet, x)[0], rtol=1e-4, atol=1e-4)
+    assert features_model(resnet, feature_layer="layer4.0.conv1") is resnet  # folding would change that output
+    head_norm = NormInHead().eval()
+    with torch.no_grad():
+        head_norm.bn.running_mean.fill_(0.5)
+    assert faster_copy(head_norm, x) is not head_norm  # the model's logits,
+    assert features_model(head_norm) is head_norm  # not its features
+    vit = tiny("test_vit", img_size=48, patch_size=8)
+    assert features_model(vit) is vit

@@ -108,7 +108,7 @@ def draw_gallery(*, out: str, arch: str, arch_cfg: Mapping, method: str, setting
         with_mask = [s for s in subset(ctx.samples(dataset), settings.get("n_images")) if s.mask is not None
                      and s.mask.any()][: int(settings.get("gallery_images", 4))]
         with torch.random.fork_rng(devices=[]):
-            found = interpretability.gallery_maps(ctx.model, with_mask, {"seed": ctx.seed, **settings},
+            found = interpretability.gallery_maps(ctx.fast_model, with_mask, {"seed": ctx.seed, **settings},
                                                   preprocess=ctx.preprocess, device=dev,
                                                   class_groups=ctx.class_groups(dataset))
         column = gallery.column_label(sidecar["method"], sidecar["sparsity"])

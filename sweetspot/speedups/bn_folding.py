@@ -1,4 +1,4 @@
-"""Eval-mode BatchNorm folded into the convolution before it (one of sweetspot.speedups.pass_copy's rewrites).
+"""Eval-mode BatchNorm folded into the convolution before it (one of sweetspot.speedups.faster_copy's rewrites).
 
 In eval mode a BatchNorm right after a convolution is a fixed affine map per channel, so the
 pair is one convolution with rescaled weights and a bias (torch.nn.utils.fusion). The folded
@@ -11,7 +11,7 @@ IG step batches 1.06-1.17x and 1.15-1.19x, on the 2-core development CPU
 Pairs come from one traced forward pass: a BatchNorm2d (or timm's BatchNormAct2d, whose
 dropout and activation stay) whose input is the output of a Conv2d, each called once.
 A convolution output that something besides the BatchNorm reads would change the function;
-pass_copy's logits check catches it.
+faster_copy's logits check catches it.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """A vision transformer rewritten to skip work that never reaches its logits (one of
-sweetspot.speedups.pass_copy's rewrites).
+sweetspot.speedups.faster_copy's rewrites).
 
 - With class-token pooling only the class token leaves the last block. Every patch token's
   attention output, output projection and MLP there is computed and then thrown away. The

@@ -14,8 +14,9 @@ from .context import EvalContext
 
 
 def run(ctx: EvalContext, dataset: str, samples: list[Sample], settings: dict) -> pd.DataFrame:
-    """The task's rows for one dataset (the interface every task implements, sweetspot.tasks)."""
-    return evaluate(ctx.model, samples, dataset, settings, preprocess=ctx.preprocess, device=ctx.device,
+    """The task's rows for one dataset (the interface every task implements, sweetspot.tasks);
+    the logits come from the model's faster copy."""
+    return evaluate(ctx.fast_model, samples, dataset, settings, preprocess=ctx.preprocess, device=ctx.device,
                     class_groups=ctx.class_groups(dataset), amp=ctx.amp)
 
 

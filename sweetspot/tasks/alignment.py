@@ -32,8 +32,9 @@ DISTORTIONS_DATASET = "synthetic-distortions"
 
 
 def run(ctx: EvalContext, dataset: str, samples: list[Sample], settings: Mapping) -> pd.DataFrame:
-    """Per-trial rows of one dataset (the interface every task implements, sweetspot.tasks)."""
-    return per_trial_rows(ctx.model, samples, dataset, settings, preprocess=ctx.preprocess, device=ctx.device,
+    """Per-trial rows of one dataset (the interface every task implements, sweetspot.tasks); the
+    decisions come from the model's faster copy."""
+    return per_trial_rows(ctx.fast_model, samples, dataset, settings, preprocess=ctx.preprocess, device=ctx.device,
                           class_groups=ctx.class_groups(dataset), distortion_seed=ctx.seed, amp=ctx.amp)
 
 

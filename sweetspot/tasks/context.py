@@ -10,6 +10,7 @@ import torch
 from ..data import registry
 from ..data.samples import Sample
 from ..models import Preprocess, create, preprocess_for
+from ..speedups.faster_copy import faster_copy
 
 
 @dataclass
@@ -17,7 +18,8 @@ class EvalContext:
     """One checkpoint under evaluation.
 
     `data` is the study's data section (benchmark, data_dir, datasets, image_size): the only
-    place a task learns where files are.
+    place a task learns where files are. `fast_model` computes the model's logits with less work,
+    built once per context; the structure task hooks the model's own layers instead.
     """
 
     model: torch.nn.Module
@@ -27,7 +29,8 @@ class EvalContext:
     data: Mapping[str, Any]
     device: torch.device
     amp: bool = True
-    _cache: dict = field(default_factory=dict, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)  # samples, shared with `with_model`'s context
+    _fast_model: torch.nn.Module | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -37,8 +40,25 @@ class EvalContext:
     def preprocess(self) -> Preprocess:
         return preprocess_for(self.model, self.arch_cfg, self.size)
 
+    @property
+    def fast_model(self) -> torch.nn.Module:
+        """The model's copy that computes the same logits with less work (or the model itself where
+        no rewrite applies; sweetspot.speedups.faster_copy), built on first use."""
+        if self._fast_model is None:
+            self._fast_model = self.faster(self.model)
+        return self._fast_model
+
+    def faster(self, model: torch.nn.Module) -> torch.nn.Module:
+        """`model`'s faster copy, its logits checked on `example()`."""
+        return faster_copy(model, self.example())
+
+    def example(self) -> torch.Tensor:
+        """Two seeded random inputs (2, 3, size, size) on the device: the same in every job."""
+        return torch.randn(2, 3, self.size, self.size, generator=torch.Generator().manual_seed(0)).to(self.device)
+
     def with_model(self, model: torch.nn.Module) -> "EvalContext":
-        """The same evaluation with another model (the other cross-fitting fold)."""
+        """The same evaluation with another model (the other cross-fitting fold), whose own
+        faster copy is built on first use."""
         return replace(self, model=model)
 
     def samples(self, dataset: str, *, native: bool = False, max_side: int | None = None) -> list[Sample]:

@@ -6,7 +6,8 @@ candidate patches it ranked: k_patches, or the image's patch count when that is 
 Variants: `lost` on the model's features; as baselines `center_box` (a fixed centred box)
 and `random_init` (LOST on the same architecture untrained), which tell what the features
 add over a prior on where objects are and over the architecture alone. One forward pass per
-image and model, in fp32 (no autocast: LOST depends on the signs of small affinities).
+image and model, in fp32 (no autocast: LOST depends on the signs of small affinities), on the
+CNNs' faster copies (sweetspot.speedups.faster_copy) where they give the same features.
 Images are read at the study's fixed size, or with `native_resolution` at their own size
 cropped to the model's stride or patch size, as LOST does (sweetspot.tasks.inputs).
 """
@@ -54,8 +55,9 @@ def run(ctx: EvalContext, dataset: str, samples: list[Sample], settings: Mapping
     """
     cfg = {**settings, "baselines": bool(settings.get("baselines", True)) and ctx.method == "dense"}
     baseline = _dilated(ctx.untrained_model(), ctx.arch_cfg, settings) if cfg["baselines"] else None
-    frame, skipped = evaluate(_dilated(ctx.model, ctx.arch_cfg, settings), samples, dataset, cfg, preprocess=ctx.preprocess,
-                              device=ctx.device, baseline_model=baseline)
+    frame, skipped = evaluate(_features_model(ctx, _dilated(ctx.model, ctx.arch_cfg, settings), settings), samples,
+                              dataset, cfg, preprocess=ctx.preprocess, device=ctx.device,
+                              baseline_model=None if baseline is None else _features_model(ctx, baseline, settings))
     return pd.concat([frame, task_frame({"dataset": dataset, "variant": "lost", "metric": "flag_skipped", "item": item,
                                          "value": 1.0} for item in skipped)], ignore_index=True)
 
@@ -69,6 +71,25 @@ def _dilated(model: torch.nn.Module, arch_cfg: Mapping[str, Any], settings: Mapp
     dilated = create(arch_cfg, model.num_classes)
     dilated.load_state_dict(model.state_dict())  # dilation changes no parameter shapes
     return dilated.eval().to(next(model.parameters()).device)
+
+
+def _features_model(ctx: EvalContext, model: torch.nn.Module, settings: Mapping[str, Any]) -> torch.nn.Module:
+    """The model LOST reads: a CNN's faster copy when its forward_features output is the model's
+    on the context's example (float rounding; a BatchNorm in the head folded into the last
+    convolution would change it), else the model. Not for a layer named by feature_layer (folding
+    makes a convolution output what its BatchNorm did), nor for ViTs: their pass stops at the
+    last block's qkv projection, before the trimmed part, so only the patch embedding would
+    gain, and a named layer in the trimmed last block would see the class token alone."""
+    if family(model) != "cnn" or (settings.get("feature_layer") or AUTO) != AUTO:
+        return model
+    fast = ctx.fast_model if model is ctx.model else ctx.faster(model)
+    x = ctx.example()
+    with torch.inference_mode():
+        want, got = model.forward_features(x), fast.forward_features(x)
+    if want.shape != got.shape or float((want - got).abs().max()) > 1e-4 * (1.0 + float(want.abs().max())):
+        log.info("the faster copy's features differ from the model's; LOST reads the model's")
+        return model
+    return fast
 
 
 def center_box(image_size: tuple[int, int], fraction: float) -> np.ndarray:

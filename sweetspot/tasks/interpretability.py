@@ -13,7 +13,8 @@ padded to the model's stride or patch size; padded pixels count for no metric
 
 All methods of a batch explain the same targets, picked by the forward pass that the
 single-pass methods share (sweetspot.attributions.attribute_batch). Attributions run
-in float32 (no autocast): gradients of small models in bf16 are mostly rounding.
+in float32 (no autocast): gradients of small models in bf16 are mostly rounding. Every pass,
+deletion and insertion included, runs on the model's faster copy (EvalContext.fast_model).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: M
     first ones of the same order), batch_size (32), seed, ig_internal_batch_size, gradcam_layer,
     native_resolution (false: the samples share one size; true: each at its own size, padded to
     the model's multiple, the padding ignored by every metric, deletion and insertion included).
+    `model` runs every pass: pass a faster copy for speed (sweetspot.speedups.faster_copy).
     """
     chosen = samples[: int(cfg["n_images"])]
     scored = [s for s in chosen if s.mask is not None and s.mask.any()]
@@ -116,7 +118,7 @@ def _methods_by_image_count(methods: Sequence[str], cfg: Mapping[str, Any], avai
 def run(ctx: EvalContext, dataset: str, samples: list[Sample], settings: Mapping[str, Any]) -> pd.DataFrame:
     """The task's rows for one dataset (the interface every task implements, sweetspot.tasks)."""
     cfg = {"seed": ctx.seed, **settings}
-    frame, skipped = evaluate(ctx.model, samples, dataset, cfg, preprocess=ctx.preprocess, device=ctx.device,
+    frame, skipped = evaluate(ctx.fast_model, samples, dataset, cfg, preprocess=ctx.preprocess, device=ctx.device,
                               class_groups=ctx.class_groups(dataset))
     return pd.concat([frame, task_frame({"dataset": dataset, "variant": "", "metric": "flag_skipped", "item": item,
                                          "value": 1.0} for item in skipped)], ignore_index=True)
