@@ -265,3 +265,19 @@ def test_summary_sets_architectures_side_by_side_and_dense_models_against_humans
     lines = prose._against_humans(dense, reference)
     assert "| lite0 | geirhos16-cue-conflict | shape bias | 0.240 | 0.958 ± 0.020 (n = 10) |" in lines
     assert "| lite0 | geirhos16-edge | top-1 accuracy | 0.360 | 0.871 ± 0.096 (n = 10) |" in lines
+
+
+def test_a_curve_with_a_sweet_spot_reports_it_even_where_a_larger_gain_is_not_significant():
+    frame = study()
+    # at 0.8 top-1 now holds, and rma gains more there than at 0.5, but on far noisier items
+    noisy = (frame["method"] == "magnitude") & (frame["sparsity"] == 0.8)
+    top1 = noisy & (frame["metric"] == "top1") & (frame["arch"] == "resnet")
+    frame.loc[top1, "value"] = frame.loc[(frame["method"] == "control-finetune") & (frame["metric"] == "top1")
+                                         & (frame["arch"] == "resnet"), "value"].to_numpy()
+    rma = noisy & (frame["metric"] == "rma") & (frame["arch"] == "resnet")
+    frame.loc[rma, "value"] += np.random.default_rng(1).normal(0, 3.0, int(rma.sum())) + 0.2
+    curves, table = sweet.compute(frame, SETTINGS)
+    larger = point(curves, 0.8)
+    assert larger["gain"] > point(curves, 0.5)["gain"] and larger["non_inferior"] and not larger["significant"]
+    row = one(table)
+    assert row["sweet_spot"] and row["best_sparsity"] == 0.5 and row["ci_low"] > 0

@@ -469,7 +469,9 @@ def _table(curves: pd.DataFrame, frame: pd.DataFrame, settings: Settings,
     for key, curve in pruned.groupby(CURVE, sort=True, observed=True):
         curve = curve.sort_values("sparsity")
         eligible = curve[curve["non_inferior"].fillna(False).astype(bool) & ~(curve["collapsed_layers"] > 0)]
-        best = _best(eligible)
+        # the best sweet spot where there is one (so the row's interval backs it), else the best
+        # sparsity where the model still works
+        best = _best(curve[curve["sweet_spot"]]) if curve["sweet_spot"].any() else _best(eligible)
         best_any = _best(curve)
         first = curve.iloc[0]
         chosen = best if best is not None else None
