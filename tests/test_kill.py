@@ -98,17 +98,21 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def job_processes(run: subprocess.Popen, script: str) -> list[int]:
-    """The Python processes of this run that execute workflow/scripts/<script>.py."""
+def job_processes(run: subprocess.Popen, rule: str) -> list[int]:
+    """The Python processes of this run that execute a script job of `rule`.
+
+    Every model job runs workflow/scripts/model_job.py and every report job report_job.py, so the
+    rule is told apart by its log folder, which Snakemake writes into the job's copy of the script.
+    """
     pids = []
     for pid in descendants(run.pid):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+            scripts = [Path(f"/proc/{pid}/cwd", arg) for arg in argv if ".snakemake/scripts/" in arg]
+            if "python" in Path(argv[0]).name and any(f"logs/{rule}".encode() in s.read_bytes() for s in scripts):
+                pids.append(pid)
         except OSError:
-            continue
-        if "python" in Path(argv[0]).name and any(
-                ".snakemake/scripts/" in arg and arg.endswith(f".{script}.py") for arg in argv):
-            pids.append(pid)
+            continue  # the process or its script is gone meanwhile
     return pids
 
 
@@ -205,7 +209,7 @@ def test_killed_jobs_leave_nothing_complete_and_reruns_reproduce_the_uninterrupt
     assert visible_files(killed_dir) == visible_files(reference_dir)
     got = pd.read_parquet(killed_dir / TARGET)
     want = pd.read_parquet(reference_dir / TARGET)
-    assert len(want) > 0 and set(want["task"]) == {"accuracy", "interpretability", "discovery", "alignment"}
+    assert len(want) > 0 and set(want["task"]) == {*CONFIG["tasks"], "structure"}
     pd.testing.assert_frame_equal(got, want, check_exact=True)
     # The pruned weights that were redone after the kill are the same tensors.
     redone, uninterrupted = (load_file(d / checkpoint) for d in (killed_dir, reference_dir))

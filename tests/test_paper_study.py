@@ -82,9 +82,10 @@ def test_the_paper_preset_runs_end_to_end_and_writes_every_artifact(paper_study)
     for name in ("sweet_spots.csv", "sweet_spots.md", "sweet_spots.parquet", "summary.md", "curves.parquet",
                  "human/reference.csv", "human/trials.parquet"):
         assert (results / name).stat().st_size > 0, name
-    figures = [f"plots/curves-{task}.{ext}" for task in ("accuracy", "interpretability", "discovery", "alignment")
-               for ext in ("png", "svg")]
-    figures += [f"plots/gains-{arch}.png" for arch in ARCHITECTURES]
+    methods = PRESET["tasks"]["interpretability"]["methods"]
+    curves = ["accuracy", "discovery", "alignment", *(f"interpretability-{m}" for m in methods)]
+    figures = [f"plots/curves-{name}.{ext}" for name in curves for ext in ("png", "svg")]
+    figures += ["plots/overview.png", "plots/overview-exploratory.png"]
     figures += [f"plots/gallery/{arch}-{method}.png" for arch in ARCHITECTURES for method in ("imp", "snip")]
     for figure in figures:
         assert (results / figure).stat().st_size > 0, figure
