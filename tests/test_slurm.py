@@ -158,7 +158,7 @@ def test_every_cluster_job_went_through_sbatch(studies):
 def test_slurm_results_equal_local_results(studies):
     on_slurm = sorted_metrics(studies["slurm"] / "results")
     local = sorted_metrics(studies["local"] / "results")
-    assert len(on_slurm) > 0 and set(on_slurm["method"]) == {"dense", "imp"}
+    assert len(on_slurm) > 0 and set(on_slurm["method"]) == {"dense", "control-finetune", "imp"}
     pd.testing.assert_frame_equal(on_slurm, local, check_exact=True)
 
 
