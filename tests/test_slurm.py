@@ -1,6 +1,7 @@
 """The cluster profile against a real SLURM cluster: profiles/slurm submits every non-local job
 with sbatch (one submission per job, each task's evaluation included), gives the
-same results as a local run, and an added sparsity submits only its jobs.
+same results as a local run, and an added sparsity submits only its jobs; with the job groups the
+profile documents, a checkpoint's evaluation jobs go to SLURM as one submission that fits a node.
 
 Runs on the single-node cluster from ../shared/tools/local-slurm (root, as in CI) or on any
 machine where `sinfo` already works. The shipped profile is used as it is; the command line adds
@@ -31,6 +32,9 @@ LOCAL_CLUSTER_ARGS = (
     "--slurm-init-seconds-before-status-checks", "2",
     "--slurm-keep-successful-logs",
 )
+# The grouping documented in profiles/slurm/config.yaml, for a cluster whose nodes have 2 CPUs
+GROUPED = ("--groups", "evaluate=eval_{arch}_{method}_{sparsity}_{seed}",
+           "--group-components", "eval_{arch}_{method}_{sparsity}_{seed}=8", "--cores", "2")
 SUBMITTED = re.compile(r"has been submitted with SLURM jobid (\d+) \(log: (\S+)\)")
 KEY_COLUMNS = ["benchmark", "arch", "method", "sparsity", "seed", "task", "dataset", "variant", "metric", "item"]
 
@@ -71,12 +75,12 @@ def small_study(sparsities: list[float]) -> dict:
     return config
 
 
-def run_on_slurm(workdir: Path, limit_s: int) -> str:
-    """Run the study with the shipped profile; return Snakemake's output."""
+def run_on_slurm(workdir: Path, limit_s: int, extra: tuple[str, ...] = ()) -> str:
+    """Run the study with the shipped profile (and `extra` arguments); return Snakemake's output."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     # a stuck Snakemake ignores SIGTERM; SIGINT also cancels its SLURM jobs
     command = ["timeout", "-s", "INT", "-k", "30", str(limit_s), snakemake_bin(),
-               "--profile", str(PROFILE), *LOCAL_CLUSTER_ARGS]
+               "--profile", str(PROFILE), *LOCAL_CLUSTER_ARGS, *extra]
     proc = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env, timeout=limit_s + 60)
     output = proc.stdout + proc.stderr
     if proc.returncode != 0:
@@ -128,6 +132,11 @@ def grid_jobs(sparsities: list[str]) -> set[tuple[str, str]]:
     return {("prune", f"resnet_imp_{s}_0") for s in sparsities} | {j for s in sparsities for j in evaluations("imp", s)}
 
 
+def evaluation_group(method: str, sparsity: str) -> str:
+    """The log folder of a checkpoint's bundled evaluation jobs (GROUPED)."""
+    return f"group_eval_resnet_{method}_{sparsity}_0_evaluate"
+
+
 @pytest.fixture(scope="module")
 def cluster():
     if _can_start_local_cluster():
@@ -162,23 +171,33 @@ def test_slurm_results_equal_local_results(studies):
     pd.testing.assert_frame_equal(on_slurm, local, check_exact=True)
 
 
-def test_added_sparsity_submits_only_its_jobs(studies):
+def test_added_sparsity_submits_only_its_jobs_and_one_group_per_checkpoint(studies):
     workdir = studies["slurm"]
     results = workdir / "results"
     done = {p: p.stat().st_mtime_ns for d in ("models", "metrics") for p in (results / d).rglob("*") if p.is_file()}
     write_study(workdir, small_study([0.5, 0.8]))
 
-    output = run_on_slurm(workdir, limit_s=600)
+    output = run_on_slurm(workdir, limit_s=600, extra=GROUPED)
 
     submitted = submissions(output, workdir)
-    assert sorted(submitted.values()) == sorted(grid_jobs(["0.8"]))
+    group = evaluation_group("imp", "0.8")
+    assert sorted(submitted.values()) == sorted({("prune", "resnet_imp_0.8_0"), (group, "")})
     # slurmctld ran exactly these, with the study's resources and no GPU request
-    for job_id, record in slurm_records(list(submitted)).items():
+    records = slurm_records(list(submitted))
+    for job_id, record in records.items():
         rule, wildcards = submitted[job_id]
         assert record["JobState"] == "COMPLETED"
         assert "gpu" not in record.get("TresPerJob", "") + record.get("TresPerNode", "")
-        assert record["Comment"] == f"rule_{rule}_wildcards_{wildcards}"
-        assert record["TimeLimit"] == "00:10:00" and record["MinMemoryNode"] == "1000M"
+        if rule == group:
+            # three 1-thread tasks on a 2-CPU node: two layers (two tasks, then one) of at most
+            # --cores CPUs; memory of the larger layer, the layers' time limits added up
+            assert (record["NumCPUs"], record["MinMemoryNode"], record["TimeLimit"]) == ("2", "2000M", "00:20:00")
+            group_log = next((workdir / ".snakemake" / "slurm_logs").glob(f"{group}/*.log")).read_text()
+            assert all(f"task={task}" in group_log for task in TASKS)
+        else:
+            assert record["Comment"] == f"rule_{rule}_wildcards_{wildcards}"
+            assert record["TimeLimit"] == "00:10:00" and record["MinMemoryNode"] == "1000M"
     assert all(p.stat().st_mtime_ns == mtime for p, mtime in done.items())  # nothing done before was redone
     metrics = sorted_metrics(results)
     assert set(metrics.loc[metrics["sparsity"] == 0.8, "method"]) == {"imp"}
+    assert set(metrics.loc[metrics["sparsity"] == 0.8, "task"]) == set(TASKS)
