@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
@@ -292,6 +293,16 @@ def test_gallery_maps_and_render(tmp_path, model):
         render(images, {"gradcam": {"dense": maps["gradcam"][:1]}}, ["dense"], "bad", tmp_path / "bad.png")
     assert [column_label(m, s) for m, s in (("dense", 0.0), ("control-snip", 0.0), ("snip", 0.875))] == \
         ["dense", "control-snip", "87.5%"]
+
+
+def test_a_gallery_of_a_large_study_stays_within_a_screen(tmp_path):
+    """The paper preset's shape: 6 methods x 4 images as rows, dense, control and 14 IMP levels as columns."""
+    images = np.zeros((4, 224, 224, 3), np.uint8)
+    columns = ["dense", "control-finetune", *[f"{l}%" for l in range(14)]]
+    maps = {m: {c: np.zeros((4, 224, 224), np.float32) for c in columns} for m in A.METHODS}
+    render(images, maps, columns, "large", tmp_path / "large.png")
+    height, width = mpimg.imread(tmp_path / "large.png").shape[:2]
+    assert max(height, width) <= 1600 and min(height, width) >= 1000, (width, height)
 
 
 def test_costly_methods_can_explain_fewer_images(model):

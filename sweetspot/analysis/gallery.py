@@ -17,6 +17,15 @@ def column_label(method: str, sparsity: float) -> str:
     return method if sparsity == 0 else f"{100 * sparsity:g}%"
 
 
+MAX_INCHES = 16.0  # at dpi 100: a figure stays within 1600 px on either side, readable at 100 % zoom
+CELL_INCHES = 1.6  # one map, when the grid is small enough to allow it
+
+
+def cell_inches(rows: int, cols: int) -> float:
+    """The side of one map: 1.6 in, smaller when the grid would not fit MAX_INCHES with its margins."""
+    return min(CELL_INCHES, (MAX_INCHES - 0.6) / rows, (MAX_INCHES - 1.0) / cols)
+
+
 def render(images: np.ndarray, maps: Mapping[str, Mapping[str, np.ndarray]], columns: Sequence[str], title: str,
            path: str | os.PathLike) -> None:
     """One PNG: a row per (attribution method, image), one column per entry of `columns`.
@@ -36,7 +45,8 @@ def render(images: np.ndarray, maps: Mapping[str, Mapping[str, np.ndarray]], col
                                  f"expected {images.shape[:3]}")
     k = images.shape[0]
     rows, cols = k * len(maps), len(columns)
-    fig = Figure(figsize=(1.6 * cols + 1.0, 1.6 * rows + 0.6), layout="constrained")
+    cell = cell_inches(rows, cols)
+    fig = Figure(figsize=(cell * cols + 1.0, cell * rows + 0.6), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for m, (method, by_column) in enumerate(sorted(maps.items())):
         for i in range(k):
