@@ -183,8 +183,7 @@ def test_added_sparsity_submits_only_its_jobs_and_one_group_per_checkpoint(studi
     group = evaluation_group("imp", "0.8")
     assert sorted(submitted.values()) == sorted({("prune", "resnet_imp_0.8_0"), (group, "")})
     # slurmctld ran exactly these, with the study's resources and no GPU request
-    records = slurm_records(list(submitted))
-    for job_id, record in records.items():
+    for job_id, record in slurm_records(list(submitted)).items():
         rule, wildcards = submitted[job_id]
         assert record["JobState"] == "COMPLETED"
         assert "gpu" not in record.get("TresPerJob", "") + record.get("TresPerNode", "")

@@ -19,11 +19,12 @@ def column_label(method: str, sparsity: float) -> str:
 
 MAX_INCHES = 16.0  # at dpi 100: a figure stays within 1600 px on either side, readable at 100 % zoom
 CELL_INCHES = 1.6  # one map, when the grid is small enough to allow it
+MARGIN_WIDTH, MARGIN_HEIGHT = 1.0, 0.6  # inches for the row labels and for the titles
 
 
 def cell_inches(rows: int, cols: int) -> float:
     """The side of one map: 1.6 in, smaller when the grid would not fit MAX_INCHES with its margins."""
-    return min(CELL_INCHES, (MAX_INCHES - 0.6) / rows, (MAX_INCHES - 1.0) / cols)
+    return min(CELL_INCHES, (MAX_INCHES - MARGIN_HEIGHT) / rows, (MAX_INCHES - MARGIN_WIDTH) / cols)
 
 
 def render(images: np.ndarray, maps: Mapping[str, Mapping[str, np.ndarray]], columns: Sequence[str], title: str,
@@ -46,7 +47,7 @@ def render(images: np.ndarray, maps: Mapping[str, Mapping[str, np.ndarray]], col
     k = images.shape[0]
     rows, cols = k * len(maps), len(columns)
     cell = cell_inches(rows, cols)
-    fig = Figure(figsize=(cell * cols + 1.0, cell * rows + 0.6), layout="constrained")
+    fig = Figure(figsize=(cell * cols + MARGIN_WIDTH, cell * rows + MARGIN_HEIGHT), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False)
     for m, (method, by_column) in enumerate(sorted(maps.items())):
         for i in range(k):
