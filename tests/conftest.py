@@ -21,6 +21,14 @@ GEIRHOS16 = SHARED / "data" / "geirhos16"
 torch.set_num_threads(1)
 
 
+def process_ended(pid: int) -> bool:
+    """No such process (gone before or while /proc is read), or a zombie that can do nothing more."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def snakemake_bin() -> str:
     exe = Path(sys.executable).with_name("snakemake")
     return str(exe) if exe.exists() else shutil.which("snakemake")

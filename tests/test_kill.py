@@ -27,7 +27,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY, snakemake_bin, write_study
+from conftest import TINY, process_ended, snakemake_bin, write_study
 
 pytestmark = [
     pytest.mark.slow,
@@ -125,14 +125,6 @@ def kill_tree(run: subprocess.Popen) -> None:
         except ProcessLookupError:
             pass
     run.wait(timeout=30)
-
-
-def ended(pid: int) -> bool:
-    """No such process, or a zombie, which can write nothing more."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def present(workdir: Path, relative: str) -> bool:
@@ -235,7 +227,7 @@ def test_a_killed_warm_start_server_fails_its_job_for_good_and_a_rerun_completes
         os.kill(server, signal.SIGKILL)
         assert finish(run) != 0
         assert "Error in rule prune" in output_of(run) and "stopped during the job" in output_of(run)
-        assert ended(job), "the job's process outlived the Snakemake run that failed it"
+        assert process_ended(job), "the job's process outlived the Snakemake run that failed it"
         time.sleep(5)  # the job would have gone on training and then written
         assert not checkpoint.exists(), "the job of a killed server wrote its checkpoint after Snakemake failed it"
         run = start(workdir, target=str(checkpoint.relative_to(workdir)), XDG_RUNTIME_DIR=str(runtime))

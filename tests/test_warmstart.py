@@ -33,7 +33,7 @@ from sweetspot.runtime import warmstart
 from sweetspot.data import synthetic
 from snakemake.utils import validate
 
-from conftest import ROOT, SCHEMA, TINY
+from conftest import ROOT, SCHEMA, TINY, process_ended
 
 TRAIN_DENSE = "sweetspot.jobs.checkpoints:train_dense"
 
@@ -106,14 +106,6 @@ def wait_for(path: Path) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} did not appear within 60 s"
         time.sleep(0.02)
-
-
-def gone(pid: int) -> bool:
-    """Ended: no such process, or a zombie that can do nothing more."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def start_server(address: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -219,9 +211,9 @@ def test_killing_the_job_process_kills_its_forked_child(server, here, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     deadline = time.monotonic() + 10
-    while not gone(job) and time.monotonic() < deadline:
+    while not process_ended(job) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert gone(job), "the job's forked child outlived its client"
+    assert process_ended(job), "the job's forked child outlived its client"
     time.sleep(4)  # past the moment the job would have written
     assert not out.exists()
 
@@ -418,7 +410,7 @@ def test_a_killed_server_takes_its_job_with_it_and_a_rerun_recovers(server, here
     wait_for(Path(f"{out}.started"))  # the job runs
     server.kill()
     assert proc.wait(timeout=60) == 1
-    assert gone(job), "the client exited while its job's process still ran"
+    assert process_ended(job), "the client exited while its job's process still ran"
     assert f"the warm-start server {server_pid} stopped during the job; ending job process {job}" in proc.stderr.read()
     time.sleep(4)  # past the moment the job would have written
     assert not out.exists(), "the job wrote its output after its client had failed"
