@@ -168,3 +168,27 @@ def test_the_plain_dense_model_keeps_its_pretrained_statistics(pretrained_study,
     for name, value in _bn(dense).items():
         assert torch.equal(value, pretrained[name])
     assert "calibration" not in sidecar and np.isclose(sidecar["sparsity_actual"], 0.0)
+
+
+def test_a_method_capped_to_n_images_explains_the_jobs_first_n_not_n_per_cross_fitted_model(pretrained_study,
+                                                                                             tmp_path):
+    """`n_images_by_method` counts the job's images: a cross-fitted checkpoint's two models share them."""
+    args = _job_args(pretrained_study)
+    recovery = {"mode": "bn", "calibration_dataset": "synthetic-val", "calibration_images": 6}
+    checkpoints.train_dense(out=str(tmp_path / "dense.safetensors"), **args)
+    checkpoints.train_control(out=str(tmp_path / "control.safetensors"), recipe="bn", recovery=recovery, snip={},
+                              dense=str(tmp_path / "dense.safetensors"), **args)
+    settings = {"datasets": ["synthetic-val"], "n_images": 12, "n_images_by_method": {"gradcam": 5},
+                "methods": ["saliency", "gradcam"], "target": "predicted", "pooling": "l2sq", "ig_steps": 4,
+                "smoothgrad_samples": 1, "smoothgrad_stdev": 0.1, "deletion_steps": 2, "batch_size": 4}
+    out = tmp_path / "interpretability.parquet"
+    evaluation.evaluate_task(out=str(out), task="interpretability", settings=settings, method="control-bn",
+                             sparsity="0", checkpoint=str(tmp_path / "control.safetensors"), arch="resnet",
+                             arch_cfg=args["arch_cfg"], seed=0, data=args["data"], device="cpu", amp=False)
+    rows = pd.read_parquet(out)
+    ordered = evaluation.subset(registry.load_eval("synthetic-val", args["data"], 48), 12)
+    _, sidecar = models.load_checkpoint(tmp_path / "control.safetensors", args["arch_cfg"])
+    first = [s.item for s in ordered[:5]]
+    assert {s in sidecar["calibration"]["folds"][0] for s in first} == {True, False}  # both models explain some
+    assert set(rows.loc[rows["variant"] == "gradcam", "item"]) == set(first)
+    assert set(rows.loc[rows["variant"] == "saliency", "item"]) == {s.item for s in ordered}

@@ -205,3 +205,35 @@ def test_auc_of_non_finite_map_is_nan():
     maps[1, 0, 0] = np.nan
     auc = L.deletion_auc(model, checkerboard(2), maps, torch.zeros(2, dtype=torch.long), steps=4)
     assert np.isfinite(auc[0]) and np.isnan(auc[1])
+
+
+class CountingRegionModel(RegionModel):
+    """RegionModel that counts the images it scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += x.shape[0]
+        return super().forward(x)
+
+
+def test_curves_of_several_maps_equal_each_maps_own_curves_and_share_the_map_free_images():
+    x = checkerboard(3)
+    targets = torch.zeros(3, dtype=torch.long)
+    rng = np.random.default_rng(1)
+    maps_list = [region_map(3), rng.random((3, 32, 32)), np.zeros((3, 32, 32))]  # the zero map: all pixels tie
+    model = CountingRegionModel().eval()
+    together = L.perturbation_curves_of_maps(model, x, maps_list, targets, modes=("deletion", "insertion"), steps=8,
+                                             batch_size=7)
+    # per image: intact, deleted and blurred once, then 7 inner steps per map and mode
+    assert model.images == 3 * 3 + 3 * len(maps_list) * 2 * 7
+    for maps, curves in zip(maps_list, together):
+        for mode in ("deletion", "insertion"):
+            alone = L.perturbation_curves(RegionModel().eval(), x, maps, targets, mode=mode, steps=8, batch_size=5)
+            np.testing.assert_allclose(curves[mode], alone, rtol=1e-6)
+    scores = L.perturbation_scores_by_method(model, x, {"a": maps_list[0], "b": maps_list[1]}, targets, steps=8)
+    np.testing.assert_allclose(scores["b"]["insertion_auc_norm"],
+                               L.perturbation_scores(model, x, maps_list[1], targets, steps=8)["insertion_auc_norm"],
+                               rtol=1e-6)

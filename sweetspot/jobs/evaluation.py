@@ -38,7 +38,7 @@ def evaluate_task(*, out: str, task: str, settings: Mapping, arch: str, arch_cfg
     frames = []
     for dataset in settings["datasets"]:
         samples = subset(ctx.task_samples(dataset, settings), settings.get("n_images"))
-        rows = pd.concat([module.run(fold_ctx, dataset, part, settings)
+        rows = pd.concat([module.run(fold_ctx, dataset, part, fold_settings(settings, part, samples))
                           for fold_ctx, part in _split(folds, dataset, samples) if part], ignore_index=True)
         frames.append(rows)
         if hasattr(module, "summarise"):
@@ -55,6 +55,19 @@ def subset(samples: list[Sample], n: int | None) -> list[Sample]:
     """A deterministic, class-mixed subset: order by a hash of the item name, take n."""
     ordered = sorted(samples, key=lambda s: hashlib.sha1(s.item.encode()).hexdigest())
     return ordered if n is None else ordered[: int(n)]
+
+
+def fold_settings(settings: Mapping, part: Sequence[Sample], samples: Sequence[Sample]) -> Mapping:
+    """A task's settings for the part of the job's samples that one model of a cross-fitted
+    checkpoint scores. `n_images_by_method` caps a method to the first n of the job's samples,
+    not n per model: for the part, that is how many of its samples are among those n (a part
+    keeps the job's order, so they are its first ones)."""
+    caps = settings.get("n_images_by_method")
+    if not caps or len(part) == len(samples):
+        return settings
+    rank = {sample.item: k for k, sample in enumerate(samples)}
+    return {**settings, "n_images_by_method": {method: sum(rank[s.item] < int(n) for s in part)
+                                               for method, n in caps.items()}}
 
 
 def _folds(ctx: EvalContext, checkpoint: str, sidecar: Mapping) -> list[tuple[EvalContext, str | None, set[str]]]:

@@ -30,7 +30,7 @@ Conventions (one rule throughout: a tie is broken uniformly at random and we sco
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -145,42 +145,91 @@ def perturbation_curves(model: torch.nn.Module, x: torch.Tensor, maps: Any, targ
     "deletion" replaces pixels of `x` (normalised NCHW) by 0, the dataset mean colour;
     "insertion" puts them back into a blurred copy of `x`. Pixels go most relevant first.
     `valid` (N, H, W) bool marks the images' own pixels: the rest (padding) keeps its value in
-    every perturbed image and does not count among the pixels. The N * (steps+1) perturbed
-    images run through the model `batch_size` at a time.
+    every perturbed image and does not count among the pixels. The perturbed images run
+    through the model `batch_size` at a time.
     """
-    if mode not in ("deletion", "insertion"):
-        raise ValueError(f"perturbation mode {mode!r} unknown; choose deletion or insertion")
+    return perturbation_curves_of_maps(model, x, [maps], targets, modes=(mode,), steps=steps, batch_size=batch_size,
+                                       valid=valid)[0][mode]
+
+
+def perturbation_curves_of_maps(model: torch.nn.Module, x: torch.Tensor, maps_list: Sequence[Any],
+                                targets: torch.Tensor, *, modes: Sequence[str], steps: int, batch_size: int = 32,
+                                valid: Any | None = None) -> list[dict[str, np.ndarray]]:
+    """`perturbation_curves` of several maps of the same images (one per attribution method) and
+    modes at once: per map, mode -> (N, steps+1).
+
+    A curve's ends do not depend on the map (nothing changed: the start image; every pixel
+    changed: the end image), so each image's intact, deleted and blurred versions run once for
+    all maps and modes; the steps in between of every map and mode share the batches.
+    """
+    for mode in modes:
+        if mode not in ("deletion", "insertion"):
+            raise ValueError(f"perturbation mode {mode!r} unknown; choose deletion or insertion")
     if steps < 1:
         raise ValueError(f"deletion_steps must be at least 1, got {steps}")
     n, _, h, w = x.shape
     device = x.device
-    relevance = torch.as_tensor(_as_numpy(maps, np.float32), device=device).reshape(n, -1)
+    inside = _valid_pixels(valid, n, h, w).to(device)
+    ranks = [_pixel_ranks(maps, inside, n, h, w) for maps in maps_list]
+    changed_counts = torch.as_tensor(_changed_counts(steps, inside.sum(1).cpu().numpy()), device=device).long()
+    x = x.detach().float()
+    ends = {"deletion": (x, torch.zeros_like(x))}  # mode -> (start, end) images
+    if "insertion" in modes:
+        blur = gaussian_blur(x, [INSERTION_BLUR_KERNEL] * 2, [INSERTION_BLUR_SIGMA] * 2)
+        ends["insertion"] = (torch.where(inside.reshape(n, 1, h, w), blur, x), x)
+    deleted = torch.where(inside.reshape(n, 1, h, w), ends["deletion"][1], x)  # padding keeps its value
+    # Every image to score, as (its probability's slots, the image); the map-free ones first.
+    fixed = {"intact": x, "deleted": deleted, "blurred": ends.get("insertion", (x,))[0]}
+    slots: list[tuple[list[tuple[int, str, int]], int, Any]] = []
+    for i in range(n):
+        for name, image in fixed.items():
+            owners = [(k, mode, step) for k in range(len(maps_list)) for mode in modes
+                      for step in (0, steps) if _end_image(mode, step, steps) == name]
+            if owners:
+                slots.append((owners, i, image))
+    for k, rank in enumerate(ranks):
+        for mode in modes:
+            start, end = ends[mode]
+            for i in range(n):
+                for step in range(1, steps):
+                    slots.append(([(k, mode, step)], i, (rank[i] < changed_counts[i, step], end, start)))
+    probs = [{mode: np.empty((n, steps + 1)) for mode in modes} for _ in maps_list]
+    targets = targets.to(device)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    with torch.no_grad():
+        for first in range(0, len(slots), batch_size):
+            chunk = slots[first:first + batch_size]
+            images = torch.stack([image[i] if isinstance(image, torch.Tensor)
+                                  else torch.where(image[0], image[1][i], image[2][i]) for _, i, image in chunk])
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            rows = torch.tensor([i for _, i, _ in chunk], device=device)
+            p = F.softmax(model(images).float(), dim=1).gather(1, targets[rows].view(-1, 1))[:, 0].cpu().numpy()
+            for (owners, i, _), value in zip(chunk, p):
+                for k, mode, step in owners:
+                    probs[k][mode][i, step] = value
+    return probs
+
+
+def _end_image(mode: str, step: int, steps: int) -> str:
+    """Which map-free image a curve's end is: deletion starts intact and ends deleted,
+    insertion starts blurred and ends intact."""
+    if mode == "deletion":
+        return "intact" if step == 0 else "deleted"
+    return "blurred" if step == 0 else "intact"
+
+
+def _pixel_ranks(maps: Any, inside: torch.Tensor, n: int, h: int, w: int) -> torch.Tensor:
+    """Each pixel's place in the order of decreasing relevance, (N, 1, H, W); ties keep raster
+    order (a stable sort) and padding ranks after every pixel of the image, so no step reaches it."""
+    relevance = torch.as_tensor(_as_numpy(maps, np.float32), device=inside.device).reshape(n, -1)
     if relevance.shape[1] != h * w:
         raise ValueError(f"maps {tuple(relevance.shape)} do not match the images' {h}x{w} pixels")
-    inside = _valid_pixels(valid, n, h, w).to(device)
-    # Padding ranks after every pixel of the image, so no step reaches it.
     relevance = torch.where(inside, torch.nan_to_num(relevance, nan=0.0), float("-inf"))
     order = torch.argsort(relevance, dim=1, descending=True, stable=True)
     rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(h * w, device=device).expand(n, -1))
-    rank = rank.reshape(n, 1, h, w)
-    changed_counts = torch.as_tensor(_changed_counts(steps, inside.sum(1).cpu().numpy()), device=device).long()
-    x = x.detach().float()
-    if mode == "deletion":
-        start, end = x, torch.zeros_like(x)
-    else:
-        blur = gaussian_blur(x, [INSERTION_BLUR_KERNEL] * 2, [INSERTION_BLUR_SIGMA] * 2)
-        start, end = torch.where(inside.reshape(n, 1, h, w), blur, x), x
-    targets = targets.to(device)
-    pairs = torch.cartesian_prod(torch.arange(n, device=device), torch.arange(steps + 1, device=device))
-    probs = torch.empty(n, steps + 1, device=device)
-    with torch.no_grad():
-        for chunk in pairs.split(batch_size):
-            img, step = chunk[:, 0], chunk[:, 1]
-            changed = rank[img] < changed_counts[img, step].view(-1, 1, 1, 1)
-            logits = model(torch.where(changed, end[img], start[img])).float()
-            probs[img, step] = F.softmax(logits, dim=1).gather(1, targets[img].view(-1, 1))[:, 0]
-    return probs.cpu().numpy().astype(np.float64)
+    rank.scatter_(1, order, torch.arange(h * w, device=inside.device).expand(n, -1))
+    return rank.reshape(n, 1, h, w)
 
 
 def _valid_pixels(valid: Any | None, n: int, h: int, w: int) -> torch.Tensor:
@@ -217,21 +266,33 @@ def perturbation_scores(model: torch.nn.Module, x: torch.Tensor, maps: Any, targ
     and an intact probability of 0 give NaN. `valid` as in perturbation_curves: padding is
     never changed and non-finite values there do not count.
     """
+    return perturbation_scores_by_method(model, x, {"": maps}, targets, steps=steps, batch_size=batch_size,
+                                         valid=valid)[""]
+
+
+def perturbation_scores_by_method(model: torch.nn.Module, x: torch.Tensor, maps_by_method: Mapping[str, Any],
+                                  targets: torch.Tensor, *, steps: int, batch_size: int = 32,
+                                  valid: Any | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """`perturbation_scores` of every method's maps of the same images, method -> scores; the
+    images that do not depend on the map run once (perturbation_curves_of_maps)."""
     n, _, h, w = x.shape
     inside = _valid_pixels(valid, n, h, w).numpy()
-    finite = (np.isfinite(_as_numpy(maps, np.float64).reshape(n, -1)) | ~inside).all(axis=1)
-    deletion = perturbation_curves(model, x, maps, targets, mode="deletion", steps=steps, batch_size=batch_size,
-                                   valid=valid)
-    insertion = perturbation_curves(model, x, maps, targets, mode="insertion", steps=steps, batch_size=batch_size,
-                                    valid=valid)
-    intact = deletion[:, 0]
     n_pixels = inside.sum(axis=1)
-    scores = {"deletion_auc": _auc_of_curves(deletion, steps, n_pixels),
-              "insertion_auc": _auc_of_curves(insertion, steps, n_pixels)}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for name in ("deletion_auc", "insertion_auc"):
-            scores[f"{name}_norm"] = np.where(intact > 0, scores[name] / np.where(intact > 0, intact, 1.0), np.nan)
-    return {name: np.where(finite, values, np.nan) for name, values in scores.items()}
+    curves = perturbation_curves_of_maps(model, x, list(maps_by_method.values()), targets,
+                                         modes=("deletion", "insertion"), steps=steps, batch_size=batch_size,
+                                         valid=valid)
+    result = {}
+    for (method, maps), curve in zip(maps_by_method.items(), curves):
+        finite = (np.isfinite(_as_numpy(maps, np.float64).reshape(n, -1)) | ~inside).all(axis=1)
+        intact = curve["deletion"][:, 0]
+        scores = {"deletion_auc": _auc_of_curves(curve["deletion"], steps, n_pixels),
+                  "insertion_auc": _auc_of_curves(curve["insertion"], steps, n_pixels)}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for name in ("deletion_auc", "insertion_auc"):
+                scores[f"{name}_norm"] = np.where(intact > 0, scores[name] / np.where(intact > 0, intact, 1.0),
+                                                  np.nan)
+        result[method] = {name: np.where(finite, values, np.nan) for name, values in scores.items()}
+    return result
 
 
 def deletion_auc(model: torch.nn.Module, x: torch.Tensor, maps: Any, targets: torch.Tensor, *,

@@ -15,6 +15,8 @@ All methods of a batch explain the same targets, picked by the forward pass that
 single-pass methods share (sweetspot.attributions.attribute_batch). Attributions run
 in float32 (no autocast): gradients of small models in bf16 are mostly rounding. Every pass,
 deletion and insertion included, runs on the model's faster copy (EvalContext.fast_model).
+Deletion and insertion of every method of a batch share their passes, and the images that no
+map changes (intact, deleted, blurred) run once (metrics.localization.perturbation_curves_of_maps).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ..contract import task_frame
 from ..data.samples import Sample, stack_images
 from . import inputs
 from .context import EvalContext
-from ..metrics.localization import localization_scores, perturbation_scores
+from ..metrics.localization import localization_scores, perturbation_scores_by_method
 from ..models import Preprocess, family
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,8 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: M
 
     cfg: methods, n_images, target, pooling, ig_steps, smoothgrad_samples, smoothgrad_stdev,
     deletion_steps and optionally n_images_by_method (method -> fewer images for that method: the
-    first ones of the same order), batch_size (32), seed, ig_internal_batch_size, gradcam_layer,
+    first ones of the same order, images without a mask among them skipped), batch_size (32: the
+    images per attribution batch and the perturbed images per deletion/insertion pass), seed, ig_internal_batch_size, gradcam_layer,
     native_resolution (false: the samples share one size; true: each at its own size, padded to
     the model's multiple, the padding ignored by every metric, deletion and insertion included).
     `model` runs every pass: pass a faster copy for speed (sweetspot.speedups.faster_copy).
@@ -88,16 +91,17 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: M
     steps = int(cfg["deletion_steps"])
     rows: list[dict[str, Any]] = []
     native = bool(cfg.get("native_resolution", False))
-    for n, methods in _methods_by_image_count(_methods(model, cfg), cfg, len(scored)).items():
-        for batch in inputs.batches(model, scored[:n], native=native, mode="pad", batch_size=batch_size,
+    for n, methods in _methods_by_image_count(_methods(model, cfg), cfg, len(chosen)).items():
+        explained = [s for s in chosen[:n] if s.mask is not None and s.mask.any()]
+        for batch in inputs.batches(model, explained, native=native, mode="pad", batch_size=batch_size,
                                     preprocess=preprocess, device=device):
             x = batch.x
             masks, ignore = _ground_truth(batch.samples, tuple(x.shape[-2:]), dataset)
             targets, maps_by_method = _maps(model, x, batch.samples, methods, cfg, class_groups)
+            faithfulness = perturbation_scores_by_method(model, x, maps_by_method, targets, steps=steps,
+                                                         batch_size=batch_size, valid=batch.valid())
             for method, maps in maps_by_method.items():
-                scores = localization_scores(maps, masks, ignore)
-                scores.update(perturbation_scores(model, x, maps, targets, steps=steps, batch_size=batch_size,
-                                                  valid=batch.valid()))
+                scores = {**localization_scores(maps, masks, ignore), **faithfulness[method]}
                 for metric, values in scores.items():
                     rows += [{"dataset": dataset, "variant": method, "metric": metric, "item": s.item,
                               "value": float(v)} for s, v in zip(batch.samples, values)]
@@ -105,9 +109,10 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: M
 
 
 def _methods_by_image_count(methods: Sequence[str], cfg: Mapping[str, Any], available: int) -> dict[int, list[str]]:
-    """How many of the scored images each method explains (`n_images_by_method` caps the costly
+    """How many of the chosen images each method explains (`n_images_by_method` caps the costly
     ones, e.g. Integrated Gradients, to fewer images), grouped so that methods with the same
-    count share their passes."""
+    count share their passes. A cross-fitted checkpoint's job passes each model the caps of its
+    share of the job's images (sweetspot.jobs.evaluation.fold_settings)."""
     limits = cfg.get("n_images_by_method") or {}
     groups: dict[int, list[str]] = {}
     for method in methods:
