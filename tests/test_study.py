@@ -57,6 +57,23 @@ def test_pretrained_study_without_train_split_cannot_finetune_or_snip():
     assert "pruning.methods: snip trains from initialisation" in str(err.value)
 
 
+def test_the_geirhos16_preset_has_the_images_and_sparsities_its_answer_needs():
+    """Issue 19's power: 100 images per interpretability curve (32 for IG+SmoothGrad), every
+    stimulus for discovery (1280) and alignment (1600), 4 sparsities of magnitude and random
+    pruning on three sizes of one family."""
+    cfg = yaml.safe_load((ROOT / "presets" / "geirhos16.yaml").read_text())
+    check(cfg)
+    study.with_defaults(cfg)
+    interpretability = study.task_settings(cfg, "interpretability")
+    assert interpretability["n_images"] >= 100
+    caps = interpretability.get("n_images_by_method") or {}
+    assert set(caps) <= {"ig", "ig_smoothgrad"} and all(n >= 32 for n in caps.values())
+    assert study.task_settings(cfg, "discovery")["n_images"] >= 1280
+    assert study.task_settings(cfg, "alignment")["n_images"] >= 1600
+    assert {"magnitude", "random"} <= set(cfg["pruning"]["methods"]) and len(cfg["pruning"]["sparsities"]) >= 4
+    assert [a["timm"] for a in cfg["architectures"].values()] == [f"tf_efficientnet_lite{k}" for k in range(3)]
+
+
 def test_the_lite_family_table_is_what_schema_extras_and_conda_env_name():
     schema = yaml.safe_load(SCHEMA.read_text())
     source = schema["properties"]["architectures"]["additionalProperties"]["properties"]["weights"]

@@ -77,14 +77,14 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: M
     cfg: methods, n_images, target, pooling, ig_steps, smoothgrad_samples, smoothgrad_stdev,
     deletion_steps and optionally n_images_by_method (method -> fewer images for that method: the
     first ones of the same order, images without a mask among them skipped), batch_size (32: the
-    images per attribution batch and the perturbed images per deletion/insertion pass), seed, ig_internal_batch_size, gradcam_layer,
-    native_resolution (false: the samples share one size; true: each at its own size, padded to
-    the model's multiple, the padding ignored by every metric, deletion and insertion included).
+    images per attribution batch and the perturbed images per deletion/insertion pass), seed,
+    ig_internal_batch_size, gradcam_layer, native_resolution (false: the samples share one size;
+    true: each at its own size, padded to the model's multiple, the padding ignored by every
+    metric, deletion and insertion included).
     `model` runs every pass: pass a faster copy for speed (sweetspot.speedups.faster_copy).
     """
     chosen = samples[: int(cfg["n_images"])]
-    scored = [s for s in chosen if s.mask is not None and s.mask.any()]
-    skipped = [s.item for s in chosen if s.mask is None or not s.mask.any()]
+    skipped = [s.item for s in chosen if not _has_mask(s)]
     if skipped:
         log.info("%s: %d of %d images have no object mask and are not scored", dataset, len(skipped), len(chosen))
     batch_size = int(cfg.get("batch_size", 32))
@@ -92,7 +92,7 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: M
     rows: list[dict[str, Any]] = []
     native = bool(cfg.get("native_resolution", False))
     for n, methods in _methods_by_image_count(_methods(model, cfg), cfg, len(chosen)).items():
-        explained = [s for s in chosen[:n] if s.mask is not None and s.mask.any()]
+        explained = [s for s in chosen[:n] if _has_mask(s)]
         for batch in inputs.batches(model, explained, native=native, mode="pad", batch_size=batch_size,
                                     preprocess=preprocess, device=device):
             x = batch.x
@@ -106,6 +106,10 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], dataset: str, cfg: M
                     rows += [{"dataset": dataset, "variant": method, "metric": metric, "item": s.item,
                               "value": float(v)} for s, v in zip(batch.samples, values)]
     return task_frame(rows), skipped
+
+
+def _has_mask(sample: Sample) -> bool:
+    return sample.mask is not None and bool(sample.mask.any())
 
 
 def _methods_by_image_count(methods: Sequence[str], cfg: Mapping[str, Any], available: int) -> dict[int, list[str]]:
