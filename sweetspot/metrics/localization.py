@@ -178,29 +178,34 @@ def perturbation_curves_of_maps(model: torch.nn.Module, x: torch.Tensor, maps_li
         blur = gaussian_blur(x, [INSERTION_BLUR_KERNEL] * 2, [INSERTION_BLUR_SIGMA] * 2)
         ends["insertion"] = (torch.where(inside.reshape(n, 1, h, w), blur, x), x)
     deleted = torch.where(inside.reshape(n, 1, h, w), ends["deletion"][1], x)  # padding keeps its value
-    # Every image to score, as (its probability's slots, the image); the map-free ones first.
+    # Every image to score, as (the curve points it gives, image index, the map-free batch it
+    # comes from or the point that makes it); the map-free ones first. The perturbed images are
+    # made batch by batch: all of them at once would not fit a GPU for large images and many steps.
     fixed = {"intact": x, "deleted": deleted, "blurred": ends.get("insertion", (x,))[0]}
     slots: list[tuple[list[tuple[int, str, int]], int, Any]] = []
     for i in range(n):
-        for name, image in fixed.items():
+        for name, images in fixed.items():
             owners = [(k, mode, step) for k in range(len(maps_list)) for mode in modes
                       for step in (0, steps) if _end_image(mode, step, steps) == name]
             if owners:
-                slots.append((owners, i, image))
-    for k, rank in enumerate(ranks):
-        for mode in modes:
-            start, end = ends[mode]
-            for i in range(n):
-                for step in range(1, steps):
-                    slots.append(([(k, mode, step)], i, (rank[i] < changed_counts[i, step], end, start)))
+                slots.append((owners, i, images))
+    slots += [([(k, mode, step)], i, (k, mode, step)) for k in range(len(maps_list)) for mode in modes
+              for i in range(n) for step in range(1, steps)]
+
+    def image(i: int, source: Any) -> torch.Tensor:
+        if isinstance(source, torch.Tensor):
+            return source[i]
+        k, mode, step = source
+        start, end = ends[mode]
+        return torch.where(ranks[k][i] < changed_counts[i, step], end[i], start[i])
+
     probs = [{mode: np.empty((n, steps + 1)) for mode in modes} for _ in maps_list]
     targets = targets.to(device)
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     with torch.no_grad():
         for first in range(0, len(slots), batch_size):
             chunk = slots[first:first + batch_size]
-            images = torch.stack([image[i] if isinstance(image, torch.Tensor)
-                                  else torch.where(image[0], image[1][i], image[2][i]) for _, i, image in chunk])
+            images = torch.stack([image(i, source) for _, i, source in chunk])
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             rows = torch.tensor([i for _, i, _ in chunk], device=device)
