@@ -181,14 +181,13 @@ def perturbation_curves_of_maps(model: torch.nn.Module, x: torch.Tensor, maps_li
     # Every image to score, as (the curve points it gives, image index, the map-free batch it
     # comes from or the point that makes it); the map-free ones first. The perturbed images are
     # made batch by batch: all of them at once would not fit a GPU for large images and many steps.
-    fixed = {"intact": x, "deleted": deleted, "blurred": ends.get("insertion", (x,))[0]}
-    slots: list[tuple[list[tuple[int, str, int]], int, Any]] = []
-    for i in range(n):
-        for name, images in fixed.items():
-            owners = [(k, mode, step) for k in range(len(maps_list)) for mode in modes
-                      for step in (0, steps) if _end_image(mode, step, steps) == name]
-            if owners:
-                slots.append((owners, i, images))
+    fixed = {"intact": x, "deleted": deleted}
+    if "insertion" in modes:
+        fixed["blurred"] = ends["insertion"][0]
+    owners = {name: [(k, mode, step) for k in range(len(maps_list)) for mode in modes for step in (0, steps)
+                     if _end_image(mode, step, steps) == name] for name in fixed}
+    slots: list[tuple[list[tuple[int, str, int]], int, Any]] = [
+        (owners[name], i, images) for i in range(n) for name, images in fixed.items() if owners[name]]
     slots += [([(k, mode, step)], i, (k, mode, step)) for k in range(len(maps_list)) for mode in modes
               for i in range(n) for step in range(1, steps)]
 
