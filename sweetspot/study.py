@@ -119,7 +119,14 @@ def _semantic_problems(config: dict) -> list[str]:
     from .timm_names import check as check_timm_name
     from .weights import LITE_SOURCE, lite_package
 
-    problems = _sparsity_problems(config["pruning"]["sparsities"]) + _folder_problems(config)
+    pruning = config["pruning"]
+    problems = _sparsity_problems(pruning["sparsities"], "pruning.sparsities") + _folder_problems(config)
+    for method, values in (pruning.get("sparsities_by_method") or {}).items():
+        field = f"pruning.sparsities_by_method.{method}"
+        problems += _sparsity_problems(values, field)
+        if method not in pruning["methods"]:
+            problems.append(f"{field}: {method} is not in pruning.methods, so these sparsities would never run; "
+                            f"add {method} to pruning.methods or remove this entry")
     by_folder: dict[str, str] = {}
     for name in config["architectures"]:
         other = by_folder.setdefault(name.lower(), name)
@@ -193,17 +200,17 @@ _TASK_NEEDS = {
 }
 
 
-def _sparsity_problems(sparsities: list) -> list[str]:
+def _sparsity_problems(sparsities: list, field: str) -> list[str]:
     """A sparsity names its results folder (sparsity_label, 4 decimals): it must be that label
     exactly, or 0.99999 would run as '1' and 0.00005 as '0.0001' without a word."""
     problems = []
     for i, value in enumerate(sparsities):
         if not math.isfinite(value):
-            problems.append(f"pruning.sparsities[{i}]: {value} is not a number; write a fraction between 0 and 1 "
+            problems.append(f"{field}[{i}]: {value} is not a number; write a fraction between 0 and 1 "
                             "such as 0.5")
         elif float(sparsity_label(value)) != value:
             nearest = sparsity_label(min(max(round(value, 4), 0.0001), 0.9999))
-            problems.append(f"pruning.sparsities[{i}]: {value!r} has more than 4 decimals and would run as "
+            problems.append(f"{field}[{i}]: {value!r} has more than 4 decimals and would run as "
                             f"{sparsity_label(value)} (its results folder); write {nearest}")
     return problems
 
@@ -357,15 +364,22 @@ def checkpoints(config: Mapping) -> list[tuple[str, str, str, int]]:
             out.append((arch, "dense", "0", seed))
             out += [(arch, catalog.CONTROL_PREFIX + recipe, "0", seed) for recipe in control_recipes(config)]
             for method in config["pruning"]["methods"]:
-                for s in sorted(config["pruning"]["sparsities"]):
-                    out.append((arch, method, sparsity_label(s), seed))
+                out += [(arch, method, label, seed) for label in sparsity_labels(config, method)]
     return out
 
 
+def sparsity_labels(config: Mapping, method: str) -> list[str]:
+    """A pruning method's sparsities, ascending, as wildcard labels: its own list in
+    `sparsities_by_method`, else `sparsities`."""
+    pruning = config["pruning"]
+    values = (pruning.get("sparsities_by_method") or {}).get(method, pruning["sparsities"])
+    return [sparsity_label(s) for s in sorted(values)]
+
+
 def imp_parent(config: Mapping, sparsity: str) -> str | None:
-    """The IMP level a level starts from: the next lower configured sparsity, None for dense."""
-    lower = [s for s in sorted(config["pruning"]["sparsities"]) if s < float(sparsity) - 1e-9]
-    return sparsity_label(lower[-1]) if lower else None
+    """The IMP level a level starts from: IMP's next lower configured sparsity, None for dense."""
+    lower = [label for label in sparsity_labels(config, "imp") if float(label) < float(sparsity) - 1e-9]
+    return lower[-1] if lower else None
 
 
 def with_defaults(config: dict) -> dict:

@@ -59,8 +59,8 @@ def test_pretrained_study_without_train_split_cannot_finetune_or_snip():
 
 def test_the_geirhos16_preset_has_the_images_and_sparsities_its_answer_needs():
     """Issue 19's power: 100 images per interpretability curve (32 for IG+SmoothGrad), every
-    stimulus for discovery (1280) and alignment (1600), 4 sparsities of magnitude and random
-    pruning on three sizes of one family."""
+    stimulus for discovery (1280) and alignment (1600), 4 sparsities each of magnitude and random
+    pruning (random on its own, lower grid) on three sizes of one family."""
     cfg = yaml.safe_load((ROOT / "presets" / "geirhos16.yaml").read_text())
     check(cfg)
     study.with_defaults(cfg)
@@ -70,7 +70,8 @@ def test_the_geirhos16_preset_has_the_images_and_sparsities_its_answer_needs():
     assert set(caps) <= {"ig", "ig_smoothgrad"} and all(n >= 32 for n in caps.values())
     assert study.task_settings(cfg, "discovery")["n_images"] >= 1280
     assert study.task_settings(cfg, "alignment")["n_images"] >= 1600
-    assert {"magnitude", "random"} <= set(cfg["pruning"]["methods"]) and len(cfg["pruning"]["sparsities"]) >= 4
+    assert {"magnitude", "random"} <= set(cfg["pruning"]["methods"])
+    assert all(len(study.sparsity_labels(cfg, method)) >= 4 for method in ("magnitude", "random"))
     assert [a["timm"] for a in cfg["architectures"].values()] == [f"tf_efficientnet_lite{k}" for k in range(3)]
 
 
@@ -96,6 +97,33 @@ def test_sparsity_labels_and_imp_chain(default_config):
     # per architecture: dense, the fine-tune and SNIP controls, 4 methods x 5 sparsities
     assert len(grid) == 2 * (1 + 2 + 4 * 5)
     assert {("resnet", "dense", "0", 0), ("resnet", "control-finetune", "0", 0), ("vit", "control-snip", "0", 0)} <= set(grid)
+
+
+def test_a_method_with_its_own_sparsities_runs_those_and_the_others_keep_the_shared_list(default_config):
+    default_config["pruning"]["sparsities_by_method"] = {"random": [0.1, 0.025], "imp": [0.36, 0.2]}
+    check(default_config)
+    grid = study.checkpoints(default_config)
+    assert sorted(s for a, m, s, _ in grid if a == "resnet" and m == "random") == ["0.025", "0.1"]
+    assert sorted(s for a, m, s, _ in grid if a == "resnet" and m == "magnitude") == ["0.5", "0.7", "0.8", "0.9",
+                                                                                     "0.95"]
+    assert study.sparsity_labels(default_config, "random") == ["0.025", "0.1"]
+    # IMP's chain follows IMP's own levels
+    assert study.imp_parent(default_config, "0.36") == "0.2" and study.imp_parent(default_config, "0.2") is None
+
+
+@pytest.mark.parametrize("entry, expected", [
+    ({"random": [0.1, 0.00005]}, "pruning.sparsities_by_method.random[1]: 5e-05 has more than 4 decimals"),
+    ({"random": [1.5]}, "pruning.sparsities_by_method.random[0]: 1.5 is greater than or equal to the maximum of 1"),
+    ({"randm": [0.1]}, "pruning.sparsities_by_method: 'randm' is not one of"),
+    ({"snip": [0.5]}, "pruning.sparsities_by_method.snip: snip is not in pruning.methods, so these sparsities would "
+                      "never run; add snip to pruning.methods or remove this entry"),
+])
+def test_a_bad_per_method_sparsity_list_is_refused_with_the_field_named(default_config, entry, expected):
+    default_config["pruning"]["methods"] = ["magnitude", "random"]
+    default_config["pruning"]["sparsities_by_method"] = entry
+    with pytest.raises(study.ConfigError) as err:
+        check(default_config)
+    assert expected in str(err.value)
 
 
 def test_each_method_is_compared_with_the_control_that_shares_its_training(default_config):

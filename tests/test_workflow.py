@@ -129,6 +129,19 @@ def test_an_added_sparsity_plans_only_the_jobs_that_depend_on_it(finished_study,
     assert jobs == expected
 
 
+def test_a_method_given_its_own_sparsities_plans_only_its_new_levels(finished_study, tmp_path):
+    """Random pruning breaks a model far below where magnitude pruning does: random gets its own
+    grid, and only random's new level runs (its 0.8 leaves the study, nothing else moves)."""
+    jobs = edited_copy(finished_study, tmp_path,
+                       lambda c: c["pruning"].update(sparsities_by_method={"random": [0.2, 0.5]}))
+    new = [(a, "random", "0.2") for a in ARCHS]
+    expected = {f"prune arch={a}, method={m}, sparsity={s}, seed=0" for a, m, s in new}
+    for task in catalog.TASKS:
+        expected |= evaluations(task, new)
+    expected |= {f"gallery arch={a}, method=random" for a in ARCHS} | {"aggregate", "plots", "all"}
+    assert jobs == expected
+
+
 def test_a_changed_task_setting_reruns_only_that_tasks_evaluations(finished_study, tmp_path):
     jobs = edited_copy(finished_study, tmp_path, lambda c: c["tasks"]["discovery"].update(k_patches=50))
     assert jobs == evaluations("discovery", all_checkpoints()) | {"aggregate", "plots", "all"}

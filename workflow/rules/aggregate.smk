@@ -57,7 +57,7 @@ rule gallery:
     input:
         checkpoints=lambda wc: [checkpoint_path(wc.arch, catalog.DENSE, "0", SEEDS[0])]
         + ([checkpoint_path(wc.arch, CONTROLS[wc.method], "0", SEEDS[0])] if catalog.is_control(CONTROLS[wc.method]) else [])
-        + [checkpoint_path(wc.arch, wc.method, s, SEEDS[0]) for s in SPARSITIES],
+        + [checkpoint_path(wc.arch, wc.method, s, SEEDS[0]) for s in study.sparsity_labels(config, wc.method)],
     output:
         out=report(f"{RESULTS}/plots/gallery/{{arch}}-{{method}}.png", caption="../report/gallery.rst",
                    category="5 Attribution gallery", subcategory="{arch}"),

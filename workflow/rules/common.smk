@@ -32,7 +32,6 @@ RESULTS = config["results"]
 DATA = config["data_dir"]
 ARCHS = list(config["architectures"])
 METHODS = list(config["pruning"]["methods"])
-SPARSITIES = [study.sparsity_label(s) for s in sorted(config["pruning"]["sparsities"])]
 SEEDS = list(config["seeds"])
 TASKS = list(config["tasks"])
 CHECKPOINTS = study.checkpoints(config)
