@@ -235,3 +235,17 @@ def test_front_page_lines_stay_short_for_docutils():
     summary = "# When?\n\n" + " ".join(["**imp** at 0.9 (+0.01)"] * 2000) + "\n" + "- item\n" * 300
     page = front_page.render(summary, bytes(range(256)) * 400)
     assert max(len(line) for line in page.splitlines()) < 1000
+
+
+def test_the_sparsity_axis_spreads_a_low_per_method_grid_and_high_sparsities_alike():
+    """Random pruning's own grid (0.0025-0.025) beside magnitude's (0.15-0.6) must not collapse onto
+    the dense model, and 0.9 and 0.95 must stay nearly as far apart as 0.5 and 0.75 (a fifth of it on
+    a linear axis)."""
+    position = plots.sparsity_position([0.0025, 0.005, 0.01, 0.025, 0.15, 0.3, 0.45, 0.6])
+    x = position(np.array([0.0, 0.0025, 0.005, 0.01, 0.025, 0.15, 0.3, 0.45, 0.6]))
+    assert np.all(np.diff(x) > 0)
+    width = x[-1] - x[0]
+    assert np.diff(x).min() > 0.05 * width  # each level its own place: the old axis put all of random within 1 %
+    assert x[1] - x[0] == pytest.approx(np.log10(3), abs=0.01)  # dense half a step left of the lowest level
+    high = plots.sparsity_position([0.5, 0.7, 0.9, 0.95])
+    assert high(0.95) - high(0.9) > 0.7 * (high(0.75) - high(0.5))

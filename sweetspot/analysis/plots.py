@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -171,11 +171,25 @@ def _draw_controls(ax, panel: pd.DataFrame, colours: Mapping[str, str]) -> None:
                        linestyle=(k * _DASH, (_DASH, _DASH * len(methods))))
 
 
+def sparsity_position(sparsities: Sequence[float]) -> Callable[[np.ndarray], np.ndarray]:
+    """Where a sparsity lies on the x axis: log10(s + c) - log10(1 - s), the log of the weights
+    removed minus the log of the weights kept. High sparsities spread as by the weights kept (0.9
+    and 0.95 lie nearly as far apart as 0.5 and 0.75), and so do low ones, whose grid a method such as
+    random pruning may have of its own (0.0025 and 0.005 lie as far apart as 0.005 and 0.01). c, half
+    the smallest pruned sparsity, puts the dense model half a step left of it."""
+    pruned = [float(s) for s in sparsities if s > 0]
+    c = min(pruned) / 2 if pruned else 0.25
+    return lambda s: (np.log10(np.clip(np.asarray(s, float), 0.0, None) + c)
+                      - np.log10(np.clip(1.0 - np.asarray(s, float), 1e-6, None)))
+
+
 def _sparsity_axis(ax, sparsities: Sequence[float], label: bool) -> None:
-    """Sparsity spaced by the log of the weights kept, so 0.9 and 0.95 lie as far apart as
-    0.5 and 0.75; ticks at the study's sparsities (every other one when they crowd)."""
-    kept = lambda s: -np.log10(np.clip(1.0 - np.asarray(s, float), 1e-6, None))  # noqa: E731
-    ax.set_xscale("function", functions=(kept, lambda x: 1.0 - 10.0 ** (-np.asarray(x, float))))
+    """Sparsity on sparsity_position's scale; ticks at the study's sparsities (every other one
+    when they crowd)."""
+    position = sparsity_position(sparsities)
+    grid = np.unique(np.concatenate([[0.0], np.geomspace(1e-7, 0.5, 400), 1.0 - np.geomspace(0.5, 1e-6, 400)]))
+    inverse = lambda x: np.interp(np.asarray(x, float), position(grid), grid)  # noqa: E731 (increasing)
+    ax.set_xscale("function", functions=(position, inverse))
     ticks = list(sparsities)[:: max(1, math.ceil(len(sparsities) / 8))]
     ax.set_xticks(ticks, [f"{s:g}" for s in ticks])
     ax.minorticks_off()
