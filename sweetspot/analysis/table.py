@@ -498,7 +498,7 @@ def _table(curves: pd.DataFrame, frame: pd.DataFrame, settings: Settings,
         row["top1_control"], row["top1"] = _top1_values(curves, key, row["best_sparsity"])
         row["shape_or_texture"] = (shape_or_texture.get((key[0], key[2], key[3], key[4], key[1], row["best_sparsity"]),
                                                         np.nan) if key[5] == "shape_bias" else np.nan)
-        row["caveat"] = _caveat(row, curve, settings)
+        row["caveat"] = _caveat(row, curve, settings, _recovery_cost(curves, key))
         rows.append(row)
     if not rows:
         return _empty(TABLE_COLUMNS)
@@ -514,14 +514,22 @@ def _best(curve: pd.DataFrame) -> pd.Series | None:
     return finite.sort_values(["gain", "sparsity"], ascending=[False, True], kind="stable").iloc[0]
 
 
-def _top1_values(curves: pd.DataFrame, key: tuple, sparsity: float) -> tuple[float, float]:
-    arch, method, task, dataset = key[0], key[1], key[2], key[3]
+def _top1_curve(curves: pd.DataFrame, key: tuple) -> pd.DataFrame:
+    """The top-1 curve a row's model is checked on: the row's own dataset where it has top-1, else
+    the first accuracy dataset."""
+    arch, method, dataset = key[0], key[1], key[3]
     acc = curves[(curves["arch"] == arch) & (curves["method"] == method) & (curves["task"] == ACCURACY_TASK)
                  & (curves["metric"] == TOP1) & (curves["variant"] == "")]
     if acc.empty:
-        return np.nan, np.nan
+        return acc
     datasets = sorted(acc["dataset"].unique())
-    acc = acc[acc["dataset"] == (dataset if dataset in datasets else datasets[0])]
+    return acc[acc["dataset"] == (dataset if dataset in datasets else datasets[0])]
+
+
+def _top1_values(curves: pd.DataFrame, key: tuple, sparsity: float) -> tuple[float, float]:
+    acc = _top1_curve(curves, key)
+    if acc.empty:
+        return np.nan, np.nan
     control = acc.loc[acc["sparsity"] == 0, "value"]
     at = acc.loc[acc["sparsity"] == sparsity, "value"] if np.isfinite(sparsity) else pd.Series(dtype=float)
     return (float(control.iloc[0]) if len(control) else np.nan), (float(at.iloc[0]) if len(at) else np.nan)
@@ -534,8 +542,22 @@ def _point_of(frame: pd.DataFrame, metric: str) -> pd.Series:
     return rows.groupby(["arch", "task", "dataset", "variant", "method", "sparsity"], observed=True)["value"].mean()
 
 
-def _caveat(row: dict, curve: pd.DataFrame, settings: Settings) -> str:
+def _recovery_cost(curves: pd.DataFrame, key: tuple) -> float:
+    """Top-1 points the control lost to its recovery (dense minus control), on the row's top-1
+    curve; nan without one."""
+    acc = _top1_curve(curves, key)
+    if acc.empty or acc["control"].iloc[0] == catalog.DENSE:
+        return np.nan
+    return 100.0 * float(acc["dense_value"].iloc[0] - acc["control_value"].iloc[0])
+
+
+def _caveat(row: dict, curve: pd.DataFrame, settings: Settings, recovery_cost: float = np.nan) -> str:
     notes = []
+    if recovery_cost > settings.top1_margin:
+        # pruned and control share the recovery, so the gain is the mask's; but of a model the
+        # recovery has already weakened (BatchNorm re-estimated on other images, say)
+        notes.append(f"the control's top-1 is {recovery_cost:.1f} points below the dense model's: its recovery "
+                     "costs accuracy, so gains are over a weakened model")
     if not np.isfinite(curve["gain"].to_numpy(float)).any():
         notes.append(f"no {row['control']} rows to compare with")
     elif not np.isfinite(curve["ci_low"].to_numpy(float)).any():
