@@ -147,7 +147,7 @@ def _sentence(row) -> str:
         text += f"; top-1 {-row.top1_drop:+.1f} points (lower bound {row.top1_lower:+.1f})"
     if row.sweet_range and row.sweet_range != f"{row.best_sparsity:g}":
         text += f"; sweet range {row.sweet_range}"
-    return text + "."
+    return text + (f". Caveat: {row.caveat}." if row.caveat else ".")
 
 
 def markdown_table(table: pd.DataFrame) -> str:
