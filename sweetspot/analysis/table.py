@@ -465,6 +465,7 @@ def _table(curves: pd.DataFrame, frame: pd.DataFrame, settings: Settings,
     pruned = curves[curves["sparsity"] > 0]
     family_size = pruned[pruned["role"] == "headline"].groupby(["arch", "task"]).size()
     shape_or_texture = _point_of(frame, "shape_or_texture")
+    recovery_costs = _recovery_costs(curves)
     rows = []
     for key, curve in pruned.groupby(CURVE, sort=True, observed=True):
         curve = curve.sort_values("sparsity")
@@ -498,7 +499,7 @@ def _table(curves: pd.DataFrame, frame: pd.DataFrame, settings: Settings,
         row["top1_control"], row["top1"] = _top1_values(curves, key, row["best_sparsity"])
         row["shape_or_texture"] = (shape_or_texture.get((key[0], key[2], key[3], key[4], key[1], row["best_sparsity"]),
                                                         np.nan) if key[5] == "shape_bias" else np.nan)
-        row["caveat"] = _caveat(row, curve, settings, _recovery_cost(curves, key))
+        row["caveat"] = _caveat(row, curve, settings, recovery_costs.get((key[0], key[1]), (np.nan, "")))
         rows.append(row)
     if not rows:
         return _empty(TABLE_COLUMNS)
@@ -542,15 +543,18 @@ def _point_of(frame: pd.DataFrame, metric: str) -> pd.Series:
     return rows.groupby(["arch", "task", "dataset", "variant", "method", "sparsity"], observed=True)["value"].mean()
 
 
-def _recovery_cost(curves: pd.DataFrame, key: tuple) -> tuple[float, str]:
-    """The most top-1 points the control lost to its recovery (dense minus control) on any
-    accuracy dataset, as the top-1 gate checks every one, and that dataset; nan without top-1."""
-    acc = curves[(curves["arch"] == key[0]) & (curves["method"] == key[1]) & (curves["task"] == ACCURACY_TASK)
-                 & (curves["metric"] == TOP1) & (curves["variant"] == "") & (curves["control"] != catalog.DENSE)]
-    lost = (100.0 * (acc["dense_value"] - acc["control_value"])).groupby(acc["dataset"], observed=True).first().dropna()
-    if lost.empty:
-        return np.nan, ""
-    return float(lost.max()), str(lost.idxmax())
+def _recovery_costs(curves: pd.DataFrame) -> dict[tuple[str, str], tuple[float, str]]:
+    """(arch, method) -> the most top-1 points its control lost to its recovery (dense minus
+    control) on any accuracy dataset, as the top-1 gate checks every one, and that dataset."""
+    acc = curves[(curves["task"] == ACCURACY_TASK) & (curves["metric"] == TOP1) & (curves["variant"] == "")
+                 & (curves["control"] != catalog.DENSE)]
+    lost = (100.0 * (acc["dense_value"] - acc["control_value"])).groupby(
+        [acc["arch"], acc["method"], acc["dataset"]], observed=True).first().dropna()
+    out: dict[tuple[str, str], tuple[float, str]] = {}
+    for (arch, method, dataset), points in lost.items():
+        if points > out.get((arch, method), (-np.inf, ""))[0]:
+            out[(arch, method)] = (float(points), str(dataset))
+    return out
 
 
 def _caveat(row: dict, curve: pd.DataFrame, settings: Settings, recovery_cost: tuple[float, str] = (np.nan, "")
