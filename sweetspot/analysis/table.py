@@ -544,7 +544,7 @@ def _point_of(frame: pd.DataFrame, metric: str) -> pd.Series:
 
 
 def _recovery_costs(curves: pd.DataFrame) -> dict[tuple[str, str], tuple[float, str]]:
-    """(arch, method) -> the most top-1 points its control lost to its recovery (dense minus
+    """(arch, method) -> the most top-1 points its control lies below the dense model (dense minus
     control) on any accuracy dataset, as the top-1 gate checks every one, and that dataset."""
     acc = curves[(curves["task"] == ACCURACY_TASK) & (curves["metric"] == TOP1) & (curves["variant"] == "")
                  & (curves["control"] != catalog.DENSE)]
@@ -562,10 +562,11 @@ def _caveat(row: dict, curve: pd.DataFrame, settings: Settings, recovery_cost: t
     notes = []
     lost, where = recovery_cost
     if lost > settings.top1_margin:
-        # pruned and control share the recovery, so the gain is the mask's; but of a model the
-        # recovery has already weakened (BatchNorm re-estimated on other images, say)
-        notes.append(f"the control's top-1 is {lost:.1f} points below the dense model's on {where}: its recovery "
-                     "costs accuracy, so gains are over a weakened model")
+        # pruned model and control share their training, so the gain is the mask's; but over a
+        # model that training left weaker than the dense one (BatchNorm re-estimated on other
+        # images, or SNIP's schedule from initialisation)
+        notes.append(f"the control's top-1 is {lost:.1f} points below the dense model's on {where}: gains are "
+                     "over a model weaker than the dense one")
     if not np.isfinite(curve["gain"].to_numpy(float)).any():
         notes.append(f"no {row['control']} rows to compare with")
     elif not np.isfinite(curve["ci_low"].to_numpy(float)).any():
