@@ -557,8 +557,7 @@ def _recovery_costs(curves: pd.DataFrame) -> dict[tuple[str, str], tuple[float, 
     return out
 
 
-def _caveat(row: dict, curve: pd.DataFrame, settings: Settings, recovery_cost: tuple[float, str] = (np.nan, "")
-            ) -> str:
+def _caveat(row: dict, curve: pd.DataFrame, settings: Settings, recovery_cost: tuple[float, str]) -> str:
     notes = []
     lost, where = recovery_cost
     if lost > settings.top1_margin:
